@@ -1,0 +1,26 @@
+# Two self-sufficient entry points: `make demo` and `make test`. Each creates .venv with
+# everything it needs (first time: about 2 minutes of downloads from PyPI), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/demo
+
+.PHONY: demo test bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m sms_jax.main --config=configs/mnist1d.py --workdir=$(WORKDIR)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest tests
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_step.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,22 @@
+"""The embedded default: MNIST-1D (generated locally, no download), a small 1-D CNN.
+
+Run: python -m sms_jax.main --config=configs/mnist1d.py
+A short variant for smoke tests: --config=configs/mnist1d.py:quick
+"""
+
+from configs import default
+
+
+def get_config(arg: str = ""):
+  config = default.get_config()
+  config.dataset.name = "mnist1d"
+  config.model.name = "cnn1d"
+  config.train.epochs = 60
+  config.train.batch_size = 128
+  config.train.learning_rate = 0.05
+  config.train.weight_decay = 5e-4
+  config.train.schedule = "cosine"
+  config.train.warmup_epochs = 2.0
+  if arg == "quick":
+    config.train.epochs = 3
+  return config

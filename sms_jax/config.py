@@ -1,0 +1,131 @@
+"""Config validation: one schema (configs/default.py) and the allowed values of every key.
+
+`validate(config)` runs before any compute. It raises `ConfigError` with a one-line message
+naming the key, the bad value and what is allowed.
+"""
+
+import math
+from typing import Any, Callable
+
+import ml_collections
+
+from sms_jax import data, defaults, models
+from sms_jax.data import device
+from sms_jax.training import schedules
+
+STRATEGIES = ("dense",)
+
+
+class ConfigError(ValueError):
+  """A config key holds a value that is not allowed."""
+
+
+def _choice(options) -> tuple[Callable[[Any], bool], str]:
+  options = tuple(options)
+  return (lambda v: v in options), "one of " + ", ".join(map(str, options))
+
+
+def _positive() -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: v > 0), "a number > 0"
+
+
+def _non_negative() -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: v >= 0), "a number >= 0"
+
+
+def _fraction(low_open: bool = False, high_open: bool = True):
+  def ok(v):
+    return (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+  return ok, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+
+
+# key -> (predicate, what is allowed). Every key of the default config has an entry or is
+# free-form (strings such as dataset.data_dir).
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "strategy": _choice(STRATEGIES),
+    "seed": _non_negative(),
+    "dataset.name": _choice(data.DATASETS),
+    "dataset.val_fraction": _fraction(),
+    "dataset.augment": _choice(("auto",) + device.AUGMENTATIONS),
+    "dataset.num_train": _non_negative(),
+    "model.name": (models.is_known_model, models.MODEL_NAMES_HELP),
+    "train.epochs": _positive(),
+    "train.batch_size": _positive(),
+    "train.eval_batch_size": _positive(),
+    "train.learning_rate": _positive(),
+    "train.weight_decay": _non_negative(),
+    "train.momentum": _fraction(),
+    "train.schedule": _choice(schedules.SCHEDULES),
+    "train.warmup_epochs": _non_negative(),
+    "train.milestones": ((lambda v: all(0 < m < 1 for m in v) and list(v) == sorted(v)),
+                         "increasing fractions of train.epochs in (0, 1)"),
+    "train.step_epochs": _positive(),
+    "train.decay_factor": _fraction(low_open=True, high_open=False),
+    "train.label_smoothing": _fraction(),
+    "train.eval_every_epochs": _positive(),
+    "checkpoint.every_epochs": _positive(),
+    "checkpoint.keep": _positive(),
+}
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    path = prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update(_flatten(value, path + "."))
+    else:
+      flat[path] = value
+  return flat
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(default))
+
+
+def _type_name(default: Any) -> str:
+  return {bool: "a bool", int: "an integer", float: "a number", str: "a string"}.get(
+      type(default), "a tuple" if isinstance(default, (tuple, list)) else type(default).__name__)
+
+
+def unknown_key_message(key: str, schema: dict[str, Any] | None = None) -> str:
+  """`unknown config key 'train.lr'; known keys here: train.batch_size, ...`."""
+  schema = schema if schema is not None else _flatten(defaults.get_config())
+  section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+  known = sorted(k for k in schema if k.startswith(section) and "." not in k[len(section):])
+  return f"unknown config key {key!r}; known keys here: {', '.join(known or sorted(schema))}"
+
+
+def unknown_keys(paths: list[str]) -> list[str]:
+  """Those dotted `paths` (e.g. 'train.lr') that are not keys of the default config."""
+  schema = _flatten(defaults.get_config())
+  return [p for p in paths if p not in schema and not any(k.startswith(p + ".") for k in schema)]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every key of `config` against the default config's schema and RULES.
+
+  Raises:
+    ConfigError: naming the first unknown key, wrongly typed or out-of-range value.
+  """
+  schema = _flatten(defaults.get_config())
+  for key, value in _flatten(config).items():
+    if key not in schema:
+      raise ConfigError(unknown_key_message(key, schema))
+    if not _type_ok(value, schema[key]):
+      raise ConfigError(f"config key {key} = {value!r} has the wrong type; "
+                        f"allowed: {_type_name(schema[key])}")
+    if key in RULES:
+      ok, allowed = RULES[key]
+      if not ok(value):
+        raise ConfigError(f"config key {key} = {value!r} is not allowed; allowed: {allowed}")
+  missing = sorted(set(schema) - set(_flatten(config)))
+  if missing:
+    raise ConfigError(f"config is missing key {missing[0]!r}; start configs from "
+                      "configs/default.py")

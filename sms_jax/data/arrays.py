@@ -1,0 +1,64 @@
+"""Host-side dataset containers: splits, validation hold-out, standardisation."""
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Split(NamedTuple):
+  """One split: `x: [n, ...] float32` (NHWC images or NLC signals), `y: [n] int32`."""
+  x: np.ndarray
+  y: np.ndarray
+
+
+class Dataset(NamedTuple):
+  """An in-memory dataset with its validation hold-out.
+
+  Attributes:
+    name: the config's `dataset.name`.
+    train: the official train split minus the validation hold-out.
+    val: `val_fraction` of the official train split, never augmented.
+    test: the official test split.
+    num_classes: number of labels.
+    augment: the training augmentation, one of `sms_jax.data.device.AUGMENTATIONS`.
+  """
+  name: str
+  train: Split
+  val: Split
+  test: Split
+  num_classes: int
+  augment: str
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """Shape of one example, e.g. (32, 32, 3) or (40, 1)."""
+    return tuple(self.train.x.shape[1:])
+
+
+def hold_out_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """Splits `train` into (train, val) with `round(fraction * n)` validation examples.
+
+  The hold-out is a fixed permutation of `seed` (numpy's PCG64), so it is the same on
+  every machine and every run; both parts keep the original order of their examples.
+  """
+  n = len(train.y)
+  n_val = int(round(fraction * n))
+  if n_val == 0:
+    return train, Split(train.x[:0], train.y[:0])
+  val_idx = np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
+  is_val = np.zeros(n, bool)
+  is_val[val_idx] = True
+  return (Split(train.x[~is_val], train.y[~is_val]), Split(train.x[is_val], train.y[is_val]))
+
+
+def standardize(reference: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+  """Standardises `arrays` per channel (last axis) with `reference`'s mean and std.
+
+  Returns float32 arrays. The statistics come from the training inputs only, so that the
+  validation and test splits are transformed the same way without leaking into them.
+  """
+  reduce_axes = tuple(range(reference.ndim - 1))
+  mean = reference.mean(axis=reduce_axes, dtype=np.float64)
+  std = reference.std(axis=reduce_axes, dtype=np.float64)
+  std = np.where(std > 0, std, 1.0)
+  return [((a - mean) / std).astype(np.float32) for a in arrays]

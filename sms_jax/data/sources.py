@@ -1,0 +1,86 @@
+"""The dataset registry: embedded datasets (no network, ever) and TFDS datasets.
+
+Embedded: `mnist1d` (generated procedurally by the mnist1d package) and `digits`
+(scikit-learn's 8x8 digits, shipped inside the package). TFDS: small image datasets
+loaded once into memory; `imagenet2012` streams (see `sms_jax.data.tfds_source`).
+TensorFlow is imported only when a TFDS dataset is asked for.
+"""
+
+import functools
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from sms_jax.data.arrays import Dataset, Split, hold_out_validation, standardize
+
+RawSplits = tuple[Split, Split, int]  # (official train, official test, num_classes)
+
+
+class Source(NamedTuple):
+  """How to get a dataset: `load(data_dir) -> (train, test, num_classes)`, its augmentation."""
+  load: Callable[[str], RawSplits]
+  augment: str
+  streaming: bool = False
+
+
+def _mnist1d(data_dir: str) -> RawSplits:
+  """MNIST-1D, generated locally: 4000 train / 1000 test signals `[40, 1]`, 10 classes."""
+  del data_dir
+  from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
+  data = make_dataset(get_dataset_args())
+  as_split = lambda x, y: Split(np.asarray(x, np.float32)[..., None], np.asarray(y, np.int32))
+  return as_split(data["x"], data["y"]), as_split(data["x_test"], data["y_test"]), 10
+
+
+def _digits(data_dir: str, test_fraction: float = 0.2) -> RawSplits:
+  """scikit-learn's digits: 1797 images `[8, 8, 1]`, 10 classes; a fixed 20% is the test split."""
+  del data_dir
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  digits = load_digits()
+  x = (digits.images[..., None] / 16.0).astype(np.float32)
+  y = digits.target.astype(np.int32)
+  train, test = hold_out_validation(Split(x, y), test_fraction, seed=1797)
+  return train, test, 10
+
+
+def _tfds(name: str, data_dir: str) -> RawSplits:
+  from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  return tfds_source.load_arrays(name, data_dir or None)
+
+
+def _streaming_only(name: str, data_dir: str) -> RawSplits:
+  raise ValueError(f"dataset {name!r} streams from TFDS and is not loaded into memory; "
+                   "use sms_jax.data.tfds_source.stream_batches")
+
+
+DATASETS: dict[str, Source] = {
+    "mnist1d": Source(_mnist1d, "none"),
+    "digits": Source(_digits, "none"),
+    "mnist": Source(functools.partial(_tfds, "mnist"), "none"),
+    "fashion_mnist": Source(functools.partial(_tfds, "fashion_mnist"), "none"),
+    "cifar10": Source(functools.partial(_tfds, "cifar10"), "crop_flip"),
+    "cifar100": Source(functools.partial(_tfds, "cifar100"), "crop_flip"),
+    "svhn_cropped": Source(functools.partial(_tfds, "svhn_cropped"), "crop"),
+    "imagenet2012": Source(functools.partial(_streaming_only, "imagenet2012"), "none",
+                           streaming=True),
+}
+
+
+def load(dataset_config, seed: int = 0) -> Dataset:
+  """Loads `dataset_config.name` into memory as a standardised `Dataset`.
+
+  Args:
+    dataset_config: the config's `dataset` block (`name`, `data_dir`, `val_fraction`,
+      `augment`, `num_train`).
+    seed: fixes which examples form the validation hold-out.
+  """
+  source = DATASETS[dataset_config.name]
+  train, test, num_classes = source.load(dataset_config.data_dir)
+  if dataset_config.num_train:
+    train = Split(train.x[: dataset_config.num_train], train.y[: dataset_config.num_train])
+  train, val = hold_out_validation(train, dataset_config.val_fraction, seed)
+  train_x, val_x, test_x = standardize(train.x, train.x, val.x, test.x)
+  augment = source.augment if dataset_config.augment == "auto" else dataset_config.augment
+  return Dataset(name=dataset_config.name, train=Split(train_x, train.y),
+                 val=Split(val_x, val.y), test=Split(test_x, test.y),
+                 num_classes=num_classes, augment=augment)

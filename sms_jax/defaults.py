@@ -1,0 +1,46 @@
+"""The base config: every key the project knows, with its default.
+
+Experiment configs (configs/*.py) start from `configs/default.py`, which re-exports this
+`get_config`, and change values; they never add keys: this config is the schema that
+`sms_jax.config.validate` checks every config against.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
+  config = ml_collections.ConfigDict()
+  config.strategy = "dense"
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "mnist1d"
+  config.dataset.data_dir = ""  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets).
+  config.dataset.val_fraction = 0.1  # Held out of the official train split.
+  config.dataset.augment = "auto"  # auto | none | crop | crop_flip | flip
+  config.dataset.num_train = 0  # Use only the first n training examples; 0 = all.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "cnn1d"
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 60
+  config.train.batch_size = 128
+  config.train.eval_batch_size = 1000
+  config.train.learning_rate = 0.05  # Peak learning rate.
+  config.train.weight_decay = 5e-4
+  config.train.momentum = 0.9
+  config.train.nesterov = False
+  config.train.schedule = "cosine"  # constant | linear | cosine | step | multistep
+  config.train.warmup_epochs = 0.0
+  config.train.milestones = (0.5, 0.75)  # multistep: fractions of train.epochs.
+  config.train.step_epochs = 30  # step: decay every this many epochs.
+  config.train.decay_factor = 0.1  # step / multistep: multiply the LR by this.
+  config.train.label_smoothing = 0.0
+  config.train.eval_every_epochs = 1
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_epochs = 1
+  config.checkpoint.keep = 2
+  return config

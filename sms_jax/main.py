@@ -1,0 +1,94 @@
+"""Command line: `python -m sms_jax.main --config=configs/mnist1d.py [--workdir=runs/x]`.
+
+Any config key can be overridden, e.g. `--config.train.batch_size=64`. Exit codes: 0 done,
+1 training failed (non-finite loss), 2 bad input (config, workdir, dataset), 130 interrupted.
+"""
+
+import hashlib
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/mnist1d.py (or configs/mnist1d.py:quick).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Where checkpoints and results go; default: runs/<config>-<hash of config>.")
+flags.mark_flag_as_required("config")
+
+
+def _fail(message: str, code: int = 2):
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad flag or override is one line on stderr and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as error:
+    overrides = [a[len("--config."):].split("=")[0] for a in argv if a.startswith("--config.")]
+    from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    unknown = config_lib.unknown_keys(overrides)
+    if unknown:
+      _fail(config_lib.unknown_key_message(unknown[0]))
+    _fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+
+
+def default_workdir(config, config_path: str) -> str:
+  """`runs/<config file stem>-<strategy>-<8 hex digits of the config>`: stable, so resumable."""
+  stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  digest = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:8]
+  return os.path.join("runs", f"{stem}-{config.strategy}-{digest}")
+
+
+def _enable_compilation_cache() -> None:
+  """Caches compiled programs in ~/.cache/sms_jax/xla unless JAX_COMPILATION_CACHE_DIR is set.
+
+  A resumed or repeated run then skips compilation (on CPU, cnn1d's epoch: 5 s -> 0.7 s).
+  """
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.expanduser("~"), ".cache", "sms_jax", "xla"))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {' '.join(argv[1:])!r}; use --config and --workdir")
+  try:
+    config = _CONFIG.value
+    config.to_json()  # A file that failed to load raises on first access.
+  except Exception as error:  # pylint: disable=broad-except
+    _fail(f"cannot load --config: {str(error).strip().splitlines()[-1].strip()}")
+
+  # Imported here so that `--help` and flag errors answer without loading JAX.
+  from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sms_jax import experiment  # pylint: disable=g-import-not-at-top
+  from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  from sms_jax.training import loop  # pylint: disable=g-import-not-at-top
+
+  _enable_compilation_cache()
+  workdir = _WORKDIR.value
+  if workdir is None:
+    try:
+      config_lib.validate(config)
+    except config_lib.ConfigError as error:
+      _fail(str(error))
+    workdir = default_workdir(config, config_flags.get_config_filename(flags.FLAGS["config"]))
+    print(f"no --workdir given: using {workdir}", flush=True)
+  try:
+    experiment.run(config, workdir)
+  except (config_lib.ConfigError, experiment.WorkdirError, tfds_source.DatasetNotPreparedError) as error:
+    _fail(str(error))
+  except loop.NonFiniteLossError as error:
+    _fail(str(error), code=1)
+  except KeyboardInterrupt:
+    _fail(f"interrupted; run the same command again to resume from the last checkpoint in "
+          f"{workdir}", code=130)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

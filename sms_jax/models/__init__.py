@@ -1,0 +1,9 @@
+"""Flax (linen) models: MLP, small CNNs, CIFAR ResNets, WideResNets, VGG, ImageNet ResNets.
+
+`create_model(name, num_classes)` returns a module applied as `model.apply(variables, x,
+train=bool)`; see `sms_jax.models.registry` for the conventions shared by every model.
+"""
+
+from sms_jax.models.registry import MODEL_NAMES_HELP, create_model, is_known_model, param_paths
+
+__all__ = ["MODEL_NAMES_HELP", "create_model", "is_known_model", "param_paths"]

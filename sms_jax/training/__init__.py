@@ -1,0 +1,1 @@
+"""Training: optimizer and schedules, the train state, jitted train and eval steps."""

@@ -1,0 +1,30 @@
+"""Shared test settings: CPU, fast compiles, small shared fixtures."""
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Set in the environment so that the command-line tests' subprocesses inherit them: fast
+# unoptimised CPU compiles, and one persistent compilation cache that lets a test reuse what
+# an earlier test (or process) compiled for the same program.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+from configs import default  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture
+def tiny_config():
+  """A dense MNIST-1D config that trains in seconds: 512 examples, 3 epochs."""
+  config = default.get_config()
+  config.dataset.num_train = 512
+  config.train.epochs = 3
+  config.train.batch_size = 64
+  config.train.eval_batch_size = 256
+  return config

@@ -1,0 +1,62 @@
+"""Config validation: every shipped config is valid; bad values give one clear error."""
+
+import glob
+import importlib
+import os
+
+import ml_collections
+import pytest
+
+from configs import default
+from sms_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if not p.endswith("__init__.py")],
+                         ids=os.path.basename)
+def test_shipped_configs_are_valid(path):
+  module = importlib.import_module("configs." + os.path.basename(path)[:-3])
+  config_lib.validate(module.get_config())
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.learning_rate", -0.1, "train.learning_rate = -0.1"),
+    ("train.batch_size", 0, "train.batch_size = 0"),
+    ("train.momentum", 1.5, "allowed: a number in [0, 1)"),
+    ("train.schedule", "exponential", "one of constant, linear, cosine"),
+    ("dataset.name", "imagenet21k", "dataset.name = 'imagenet21k'"),
+    ("model.name", "resnet19", "model.name = 'resnet19'"),
+    ("strategy", "lottery", "strategy = 'lottery'"),
+    ("train.milestones", (0.75, 0.5), "increasing fractions"),
+])
+def test_out_of_range_values_are_refused(key, value, expected):
+  config = default.get_config()
+  section, name = key.rsplit(".", 1) if "." in key else (None, key)
+  (config[section] if section else config)[name] = value
+  with pytest.raises(config_lib.ConfigError, match="allowed") as info:
+    config_lib.validate(config)
+  assert expected in str(info.value)
+  assert "\n" not in str(info.value)
+
+
+def test_unknown_key_is_refused():
+  config = default.get_config()
+  config.unlock()
+  config.train.lr = 0.1
+  with pytest.raises(config_lib.ConfigError, match="unknown config key 'train.lr'.*learning_rate"):
+    config_lib.validate(config)
+
+
+def _untyped_default():
+  """The default config without ConfigDict's own type checks, as a program could build it."""
+  return ml_collections.ConfigDict(default.get_config().to_dict(), type_safe=False)
+
+
+def test_wrong_type_is_refused():
+  config = _untyped_default()
+  config.train.epochs = "ten"
+  with pytest.raises(config_lib.ConfigError, match="train.epochs = 'ten' has the wrong type"):
+    config_lib.validate(config)
+

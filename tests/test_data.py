@@ -1,0 +1,97 @@
+"""Data: validation hold-out, standardisation, on-device batching and augmentation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from sms_jax import data
+from sms_jax.data import device
+
+
+def _split(n, shape=(4,)):
+  x = np.arange(n * int(np.prod(shape)), dtype=np.float32).reshape(n, *shape)
+  return data.Split(x, np.arange(n, dtype=np.int32) % 10)
+
+
+def test_hold_out_is_disjoint_complete_and_deterministic():
+  full = _split(1000)
+  train, val = data.hold_out_validation(full, 0.1, seed=0)
+  assert len(val.y) == 100 and len(train.y) == 900
+  ids_train, ids_val = set(train.x[:, 0]), set(val.x[:, 0])
+  assert not ids_train & ids_val
+  assert ids_train | ids_val == set(full.x[:, 0])
+  again_train, again_val = data.hold_out_validation(full, 0.1, seed=0)
+  np.testing.assert_array_equal(again_val.x, val.x)
+  np.testing.assert_array_equal(again_train.x, train.x)
+  _, other_val = data.hold_out_validation(full, 0.1, seed=1)
+  assert set(other_val.x[:, 0]) != ids_val
+
+
+def test_standardize_uses_reference_statistics_per_channel():
+  rng = np.random.default_rng(0)
+  ref = rng.normal([1.0, -2.0, 5.0], [2.0, 0.5, 3.0], size=(500, 6, 6, 3))
+  other = rng.normal(size=(10, 6, 6, 3))
+  ref_z, other_z = data.standardize(ref, ref, other)
+  assert ref_z.dtype == np.float32
+  np.testing.assert_allclose(ref_z.mean((0, 1, 2)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(ref_z.std((0, 1, 2)), 1.0, atol=1e-5)
+  expected = (other - ref.mean((0, 1, 2))) / ref.std((0, 1, 2))
+  np.testing.assert_allclose(other_z, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, shape", [("mnist1d", (40, 1)), ("digits", (8, 8, 1))])
+def test_embedded_datasets(name, shape):
+  config = default.get_config().dataset
+  config.name = name
+  ds = data.load(config)
+  assert ds.input_shape == shape and ds.num_classes == 10 and ds.augment == "none"
+  n_train_official = len(ds.train.y) + len(ds.val.y)
+  assert len(ds.val.y) == round(0.1 * n_train_official)
+  for split in (ds.train, ds.val, ds.test):
+    assert split.x.dtype == np.float32 and split.y.dtype == np.int32
+    assert set(np.unique(split.y)) <= set(range(10))
+  # Train rows and val rows never coincide.
+  train_rows = {r.tobytes() for r in ds.train.x}
+  assert not any(r.tobytes() in train_rows for r in ds.val.x)
+  again = data.load(config)
+  np.testing.assert_array_equal(again.val.x, ds.val.x)
+
+
+def test_epoch_batches_is_a_permutation_prefix():
+  batches = device.epoch_batches(jax.random.key(0), 103, 10)
+  chex.assert_shape(batches, (10, 10))
+  flat = np.asarray(batches).ravel()
+  assert len(set(flat)) == 100 and flat.max() < 103
+  np.testing.assert_array_equal(batches, device.epoch_batches(jax.random.key(0), 103, 10))
+  assert not np.array_equal(batches, device.epoch_batches(jax.random.key(1), 103, 10))
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+  images = jax.random.normal(jax.random.key(0), (16, 32, 32, 3))
+  cropped = device.random_crop(jax.random.key(1), images)
+  padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)))
+  for img, out in zip(padded, np.asarray(cropped)):
+    matches = [(i, j) for i in range(9) for j in range(9)
+               if np.array_equal(img[i:i + 32, j:j + 32], out)]
+    assert matches, "crop is not a 32x32 window of the padded image"
+  unshifted = sum(np.array_equal(i, c) for i, c in zip(np.asarray(images), np.asarray(cropped)))
+  assert unshifted < 4  # The offset is random: 1 in 81 crops is expected to be unshifted.
+
+
+def test_random_flip_flips_about_half():
+  images = jax.random.normal(jax.random.key(0), (400, 8, 8, 1))
+  flipped = np.asarray(device.random_flip(jax.random.key(1), images))
+  same = np.all(flipped == np.asarray(images), axis=(1, 2, 3))
+  mirrored = np.all(flipped == np.asarray(images)[:, :, ::-1], axis=(1, 2, 3))
+  assert np.all(same ^ mirrored)
+  assert 150 < mirrored.sum() < 250
+
+
+def test_augment_none_is_identity_and_unknown_kind_is_refused():
+  x = jnp.ones((2, 40, 1))
+  chex.assert_trees_all_equal(device.augment(jax.random.key(0), x, "none"), x)
+  with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
+    device.augment(jax.random.key(0), x, "rotate")

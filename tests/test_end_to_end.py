@@ -1,0 +1,115 @@
+"""End to end on the embedded data: a tiny run, resume equivalence, the command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from sms_jax import checkpoints, experiment
+from sms_jax.training import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--config.dataset.num_train=512", "--config.train.epochs=5",
+              "--config.train.batch_size=64", "--config.train.eval_batch_size=256"]
+
+
+def _without_times(history):
+  return [{k: v for k, v in record.items() if k != "time_s"} for record in history]
+
+
+def test_tiny_run_writes_results(tiny_config, tmp_path):
+  results = experiment.run(tiny_config, str(tmp_path))
+  on_disk = json.load(open(tmp_path / "results.json"))
+  assert on_disk["final"] == results["final"]
+  assert on_disk["config"]["train"]["epochs"] == 3
+  assert [r["epoch"] for r in on_disk["history"]] == [1, 2, 3]
+  for key in ("test_accuracy", "val_accuracy", "test_ece"):
+    assert 0.0 <= on_disk["final"][key] <= 1.0
+  assert on_disk["final"]["test_accuracy"] > 0.2  # Twice chance (0.1) after 3 short epochs.
+  assert on_disk["devices"]["count"] >= 1 and on_disk["devices"]["platform"] == "cpu"
+  assert json.load(open(tmp_path / "config.json")) == on_disk["config"]
+
+
+def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch):
+  tiny_config.train.epochs = 4
+  reference = experiment.run(tiny_config, str(tmp_path / "uninterrupted"))
+
+  real_save = checkpoints.Checkpointer.save
+
+  def save_then_die(self, step, state, meta):
+    real_save(self, step, state, meta)
+    if step == 2:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(tiny_config, str(tmp_path / "resumed"))
+  assert not os.path.exists(tmp_path / "resumed" / "results.json")
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
+  resumed = experiment.run(tiny_config, str(tmp_path / "resumed"))
+  assert resumed["final"] == reference["final"]  # Bit-exact on CPU.
+  assert _without_times(resumed["history"]) == _without_times(reference["history"])
+
+
+def test_non_finite_loss_stops_without_results(tiny_config, tmp_path):
+  tiny_config.train.learning_rate = 1e12
+  with pytest.raises(loop.NonFiniteLossError, match="training loss became nan in epoch 1"):
+    experiment.run(tiny_config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "results.json")
+
+
+def test_other_config_in_workdir_is_refused(tiny_config, tmp_path):
+  experiment.run(tiny_config, str(tmp_path))
+  tiny_config.train.learning_rate = 0.01
+  with pytest.raises(experiment.WorkdirError, match="differs in train.learning_rate"):
+    experiment.run(tiny_config, str(tmp_path))
+
+
+def _cli(*args, **kwargs):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  return subprocess.Popen([sys.executable, "-m", "sms_jax.main", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.train.learning_rate=-0.1", "train.learning_rate = -0.1 is not allowed"),
+    ("--config.train.lr=0.1", "lr"),
+    ("--config.model.name=resnet19", "model.name = 'resnet19'"),
+])
+def test_cli_refuses_bad_config_in_one_line(tmp_path, override, expected):
+  workdir = tmp_path / "run"
+  proc = _cli("--config=configs/mnist1d.py", f"--workdir={workdir}", override)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2, err
+  assert len(err.strip().splitlines()) == 1, err
+  assert expected in err and "Traceback" not in err + out
+  assert not workdir.exists()
+
+
+def test_cli_killed_run_resumes_to_identical_results(tmp_path):
+  """kill -9 in the middle of training, start the same command again: same results."""
+  args = ["--config=configs/mnist1d.py", f"--workdir={tmp_path / 'run'}", *TINY_FLAGS]
+  proc = _cli(*args)
+  for line in proc.stdout:
+    if line.startswith("epoch 3/"):
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not (tmp_path / "run" / "results.json").exists()
+
+  proc = _cli(*args)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  assert "resumed from checkpoint at epoch" in out
+  resumed = json.load(open(tmp_path / "run" / "results.json"))
+
+  proc = _cli(*args[:1], f"--workdir={tmp_path / 'straight'}", *TINY_FLAGS)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  straight = json.load(open(tmp_path / "straight" / "results.json"))
+  assert resumed["final"] == straight["final"]
+  assert _without_times(resumed["history"]) == _without_times(straight["history"])
