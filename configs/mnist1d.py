@@ -17,6 +17,7 @@ def get_config(arg: str = ""):
   config.train.weight_decay = 5e-4
   config.train.schedule = "cosine"
   config.train.warmup_epochs = 2.0
+  config.checkpoint.every_epochs = 5  # A save costs ~0.15 s, a quarter of an epoch here.
   if arg == "quick":
     config.train.epochs = 3
   return config

@@ -48,6 +48,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.val_fraction": _fraction(),
     "dataset.augment": _choice(("auto",) + device.AUGMENTATIONS),
     "dataset.num_train": _non_negative(),
+    "dataset.image_size": _positive(),
     "model.name": (models.is_known_model, models.MODEL_NAMES_HELP),
     "train.epochs": _positive(),
     "train.batch_size": _positive(),

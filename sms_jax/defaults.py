@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.val_fraction = 0.1  # Held out of the official train split.
   config.dataset.augment = "auto"  # auto | none | crop | crop_flip | flip
   config.dataset.num_train = 0  # Use only the first n training examples; 0 = all.
+  config.dataset.image_size = 224  # Streaming datasets (ImageNet) only: side of the crops.
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "cnn1d"

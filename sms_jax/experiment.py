@@ -55,10 +55,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config_lib.validate(config)
   check_workdir(config, workdir)
   dataset = data.load(config.dataset)
-  if config.train.batch_size > len(dataset.train.y):
+  if config.train.batch_size > dataset.train.num_examples:
     raise config_lib.ConfigError(
         f"config key train.batch_size = {config.train.batch_size} is not allowed; allowed: at "
-        f"most the {len(dataset.train.y)} training examples of {config.dataset.name}")
+        f"most the {dataset.train.num_examples} training examples of {config.dataset.name}")
   os.makedirs(workdir, exist_ok=True)
   report.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   report.log(f"workdir {workdir}; devices {report.devices()}")

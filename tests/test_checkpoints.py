@@ -42,3 +42,17 @@ def test_unreadable_latest_falls_back_with_a_warning(tmp_path):
   assert os.path.isdir(str(directory) + ".corrupt/2")
   ckpt.save(2, _state(5), {"history": [], "elapsed_s": 0.0})  # The step can be written anew.
   ckpt.close()
+
+
+def test_a_save_killed_midway_is_ignored(tmp_path):
+  """Orbax writes into a temporary folder and renames it when complete: a kill leaves only that."""
+  directory = tmp_path / "ck"
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3)
+  ckpt.save(1, _state(1), {"history": [1], "elapsed_s": 0.0})
+  ckpt.close()
+  partial = directory / "2.orbax-checkpoint-tmp-1234567"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "manifest.ocdbt").write_bytes(b"\x00" * 10)
+  step, state, _ = checkpoints.Checkpointer(str(directory), keep=3).restore_latest(_state(0))
+  assert step == 1
+  chex.assert_trees_all_equal(state, _state(1))

@@ -13,14 +13,16 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 import sms_jax.data
+from sms_jax import experiment
 from sms_jax.data import tfds_source
 
 N_TRAIN, N_TEST = 40, 12
 IMAGE_SIZE = 32  # stream_batches' output side in these tests
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def offline():
   """No network: TFDS's GCS access stays off and Internet sockets refuse to connect."""
   from tensorflow_datasets.core.utils import gcs_utils  # pylint: disable=g-import-not-at-top
@@ -219,3 +221,25 @@ def test_project_load(cifar10, data_dir):
   assert sorted(np.concatenate([dataset.train.y, dataset.val.y])) == sorted(cifar10["train"][1])
   np.testing.assert_allclose(dataset.train.x.mean(axis=(0, 1, 2)), 0, atol=1e-4)
   np.testing.assert_allclose(dataset.train.x.std(axis=(0, 1, 2)), 1, atol=1e-3)
+
+
+def test_dense_training_on_a_stream(imagenet, data_dir, tmp_path):
+  """The whole experiment on the streamed 'imagenet2012': hold-out slices, training, resume."""
+  del imagenet
+  config = default.get_config()
+  config.dataset.name = "imagenet2012"
+  config.dataset.data_dir = data_dir
+  config.dataset.image_size = 32
+  config.dataset.val_fraction = 0.2
+  config.model.name = "cnn2d"
+  config.train.update(epochs=2, batch_size=8, eval_batch_size=4)
+  dataset = sms_jax.data.load(config.dataset)
+  assert dataset.streaming and dataset.input_shape == (32, 32, 3)
+  assert (dataset.train.split, dataset.val.split) == ("train[6:30]", "train[:6]")
+  assert (dataset.train.num_examples, dataset.test.num_examples) == (24, 10)
+
+  results = experiment.run(config, str(tmp_path))
+  assert [r["epoch"] for r in results["history"]] == [1, 2]
+  assert 0.0 <= results["final"]["test_accuracy"] <= 1.0
+  again = experiment.run(config, str(tmp_path))  # Complete: restores, trains no more.
+  assert again["final"] == results["final"]

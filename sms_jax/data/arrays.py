@@ -1,18 +1,47 @@
 """Host-side dataset containers: splits, validation hold-out, standardisation."""
 
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 
 class Split(NamedTuple):
-  """One split: `x: [n, ...] float32` (NHWC images or NLC signals), `y: [n] int32`."""
+  """One in-memory split: `x: [n, ...] float32` (NHWC images or NLC signals), `y: [n] int32`."""
   x: np.ndarray
   y: np.ndarray
 
+  @property
+  def num_examples(self) -> int:
+    return len(self.y)
+
+
+class Stream(NamedTuple):
+  """One split too large for memory, read from TFDS batch by batch (e.g. ImageNet).
+
+  Attributes:
+    name: the TFDS dataset.
+    split: a TFDS split string, e.g. 'train[50000:]'.
+    data_dir: the TFDS data directory ('' for TFDS's default).
+    num_examples: examples in `split`.
+    image_size: side of the square images the stream yields.
+  """
+  name: str
+  split: str
+  data_dir: str
+  num_examples: int
+  image_size: int
+
+  def batches(self, batch_size: int, *, train: bool, seed: int = 0,
+              epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(x: [b, s, s, 3] float32, y: [b] int32)` batches; see `tfds_source.stream_batches`."""
+    from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+    return tfds_source.stream_batches(self.name, self.split, batch_size=batch_size, seed=seed,
+                                      epoch=epoch, train=train, data_dir=self.data_dir or None,
+                                      image_size=self.image_size)
+
 
 class Dataset(NamedTuple):
-  """An in-memory dataset with its validation hold-out.
+  """A dataset with its validation hold-out: in-memory `Split`s, or TFDS `Stream`s.
 
   Attributes:
     name: the config's `dataset.name`.
@@ -20,18 +49,25 @@ class Dataset(NamedTuple):
     val: `val_fraction` of the official train split, never augmented.
     test: the official test split.
     num_classes: number of labels.
-    augment: the training augmentation, one of `sms_jax.data.device.AUGMENTATIONS`.
+    augment: the on-device training augmentation, one of `sms_jax.data.device.AUGMENTATIONS`
+      ('none' for streams, which augment in their input pipeline).
   """
   name: str
-  train: Split
-  val: Split
-  test: Split
+  train: Split | Stream
+  val: Split | Stream
+  test: Split | Stream
   num_classes: int
   augment: str
 
   @property
+  def streaming(self) -> bool:
+    return isinstance(self.train, Stream)
+
+  @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example, e.g. (32, 32, 3) or (40, 1)."""
+    if self.streaming:
+      return (self.train.image_size, self.train.image_size, 3)
     return tuple(self.train.x.shape[1:])
 
 

@@ -2,7 +2,9 @@
 
 Embedded: `mnist1d` (generated procedurally by the mnist1d package) and `digits`
 (scikit-learn's 8x8 digits, shipped inside the package). TFDS: small image datasets
-loaded once into memory; `imagenet2012` streams (see `sms_jax.data.tfds_source`).
+loaded once into memory; `imagenet2012` streams (see `sms_jax.data.tfds_source`): its
+validation hold-out is the first `val_fraction` of the train split in TFDS's file order,
+and its test split is the official 'validation' split.
 TensorFlow is imported only when a TFDS dataset is asked for.
 """
 
@@ -11,16 +13,18 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from sms_jax.data.arrays import Dataset, Split, hold_out_validation, standardize
+from sms_jax.data.arrays import Dataset, Split, Stream, hold_out_validation, standardize
 
 RawSplits = tuple[Split, Split, int]  # (official train, official test, num_classes)
 
 
 class Source(NamedTuple):
-  """How to get a dataset: `load(data_dir) -> (train, test, num_classes)`, its augmentation."""
-  load: Callable[[str], RawSplits]
+  """How to get a dataset: `load(data_dir) -> (train, test, num_classes)`, its augmentation.
+
+  A streaming source has no `load`; its splits are read from TFDS batch by batch.
+  """
+  load: Callable[[str], RawSplits] | None
   augment: str
-  streaming: bool = False
 
 
 def _mnist1d(data_dir: str) -> RawSplits:
@@ -48,11 +52,6 @@ def _tfds(name: str, data_dir: str) -> RawSplits:
   return tfds_source.load_arrays(name, data_dir or None)
 
 
-def _streaming_only(name: str, data_dir: str) -> RawSplits:
-  raise ValueError(f"dataset {name!r} streams from TFDS and is not loaded into memory; "
-                   "use sms_jax.data.tfds_source.stream_batches")
-
-
 DATASETS: dict[str, Source] = {
     "mnist1d": Source(_mnist1d, "none"),
     "digits": Source(_digits, "none"),
@@ -61,9 +60,23 @@ DATASETS: dict[str, Source] = {
     "cifar10": Source(functools.partial(_tfds, "cifar10"), "crop_flip"),
     "cifar100": Source(functools.partial(_tfds, "cifar100"), "crop_flip"),
     "svhn_cropped": Source(functools.partial(_tfds, "svhn_cropped"), "crop"),
-    "imagenet2012": Source(functools.partial(_streaming_only, "imagenet2012"), "none",
-                           streaming=True),
+    "imagenet2012": Source(None, "none"),  # Streams; the test split is 'validation'.
 }
+
+
+def _streams(dataset_config) -> Dataset:
+  """TFDS streams: val = the first `val_fraction` of the (first `num_train`) train examples."""
+  from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  name, data_dir = dataset_config.name, dataset_config.data_dir
+  builder = tfds_source.prepared_builder(name, data_dir or None)
+  total = builder.info.splits["train"].num_examples
+  total = min(total, dataset_config.num_train or total)
+  n_val = int(round(dataset_config.val_fraction * total))
+  stream = lambda split, n: Stream(name, split, data_dir, n, dataset_config.image_size)
+  return Dataset(name=name, train=stream(f"train[{n_val}:{total}]", total - n_val),
+                 val=stream(f"train[:{n_val}]", n_val),
+                 test=stream("validation", builder.info.splits["validation"].num_examples),
+                 num_classes=builder.info.features["label"].num_classes, augment="none")
 
 
 def load(dataset_config, seed: int = 0) -> Dataset:
@@ -71,10 +84,14 @@ def load(dataset_config, seed: int = 0) -> Dataset:
 
   Args:
     dataset_config: the config's `dataset` block (`name`, `data_dir`, `val_fraction`,
-      `augment`, `num_train`).
+      `augment`, `num_train`, `image_size`).
     seed: fixes which examples form the validation hold-out.
+  Returns:
+    A `Dataset` of in-memory `Split`s, or of `Stream`s for datasets that stream (ImageNet).
   """
   source = DATASETS[dataset_config.name]
+  if source.load is None:
+    return _streams(dataset_config)
   train, test, num_classes = source.load(dataset_config.data_dir)
   if dataset_config.num_train:
     train = Split(train.x[: dataset_config.num_train], train.y[: dataset_config.num_train])

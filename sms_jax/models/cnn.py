@@ -1,25 +1,10 @@
 """Small convolutional networks: a 1-D CNN for MNIST-1D and a 2-D CNN for digits / MNIST."""
 
-import functools
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
-
-# He (Kaiming) normal, fan_out mode: PyTorch's `kaiming_normal_(mode="fan_out")`.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def _layers(dtype, train: bool):
-  """Conv (no bias, He fan_out init) and BatchNorm (PyTorch defaults) factories."""
-  conv = functools.partial(
-      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, param_dtype=jnp.float32)
-  norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32)
-  return conv, norm
+from sms_jax.models.layers import Dtype, conv_and_norm
 
 
 class CNN1D(nn.Module):
@@ -43,7 +28,7 @@ class CNN1D(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     x = jnp.asarray(x, self.dtype)
     for i in range(self.num_convs):
       x = conv(self.features, (5,), strides=(2,), padding="SAME", name=f"conv{i}")(x)
@@ -73,7 +58,7 @@ class CNN2D(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     x = jnp.asarray(x, self.dtype)
     for i, (width, stride) in enumerate(zip(self.features, (1, 2))):
       x = conv(width, (3, 3), strides=(stride, stride), padding="SAME", name=f"conv{i}")(x)

@@ -7,51 +7,13 @@ changes; global average pooling and a linear classifier. ResNet-50 has 25.56M pa
 1000 classes.
 """
 
-import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
-
-# He (Kaiming) normal, fan_out mode: PyTorch's `kaiming_normal_(mode="fan_out")`.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-PAD1 = ((1, 1), (1, 1))
-
-
-def _layers(dtype, train: bool):
-  """Conv (no bias, He fan_out init) and BatchNorm (PyTorch defaults) factories."""
-  conv = functools.partial(
-      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, param_dtype=jnp.float32)
-  norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32)
-  return conv, norm
-
-
-class ResNetBlock(nn.Module):
-  """Basic block: relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)).
-
-  Input `x: [n, h, w, c]`; output `[n, h / strides, w / strides, features]`. Layers: `conv1`,
-  `bn1`, `conv2`, `bn2` and, when the shape changes, `shortcut_conv`, `shortcut_bn`.
-  """
-  features: int
-  strides: int = 1
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
-    s = self.strides
-    y = conv(self.features, (3, 3), strides=(s, s), padding=PAD1, name="conv1")(x)
-    y = nn.relu(norm(name="bn1")(y))
-    y = conv(self.features, (3, 3), padding=PAD1, name="conv2")(y)
-    y = norm(name="bn2")(y)
-    if s != 1 or x.shape[-1] != self.features:
-      x = conv(self.features, (1, 1), strides=(s, s), name="shortcut_conv")(x)
-      x = norm(name="shortcut_bn")(x)
-    return nn.relu(x + y)
+from sms_jax.models.layers import Dtype, PAD1, conv_and_norm
+from sms_jax.models.resnet_cifar import BasicBlock
 
 
 class BottleneckBlock(nn.Module):
@@ -68,7 +30,7 @@ class BottleneckBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     s = self.strides
     out = self.features * self.expansion
     y = conv(self.features, (1, 1), name="conv1")(x)
@@ -93,7 +55,7 @@ class ResNet(nn.Module):
   Attributes:
     num_classes: number of output logits.
     stage_sizes: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-    bottleneck: BottleneckBlock if True, else the basic ResNetBlock.
+    bottleneck: BottleneckBlock if True, else BasicBlock with projection shortcuts.
     dtype: computation dtype; parameters stay float32.
   """
   num_classes: int
@@ -103,8 +65,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
-    block_cls = BottleneckBlock if self.bottleneck else ResNetBlock
+    conv, norm = conv_and_norm(self.dtype, train)
+    block_cls = BottleneckBlock if self.bottleneck else BasicBlock
     x = jnp.asarray(x, self.dtype)
     x = conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), name="stem_conv")(x)
     x = nn.relu(norm(name="stem_bn")(x))

@@ -12,27 +12,12 @@ stages of 2 BasicBlocks with 64 .. 512 channels and 1x1 conv + BN projection sho
 pixels as the stride-2 shortcut.
 """
 
-import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
-
-# He (Kaiming) normal, fan_out mode: PyTorch's `kaiming_normal_(mode="fan_out")`.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-PAD1 = ((1, 1), (1, 1))
-
-
-def _layers(dtype, train: bool):
-  """Conv (no bias, He fan_out init) and BatchNorm (PyTorch defaults) factories."""
-  conv = functools.partial(
-      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, param_dtype=jnp.float32)
-  norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32)
-  return conv, norm
+from sms_jax.models.layers import Dtype, PAD1, conv_and_norm
 
 
 class BasicBlock(nn.Module):
@@ -55,7 +40,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     s = self.strides
     y = conv(self.features, (3, 3), strides=(s, s), padding=PAD1, name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
@@ -97,7 +82,7 @@ class CifarResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     x = jnp.asarray(x, self.dtype)
     x = conv(self.widths[0], (3, 3), padding=PAD1, name="stem_conv")(x)
     x = nn.relu(norm(name="stem_bn")(x))

@@ -5,17 +5,13 @@ spatial mean (a 32x32 input is 1x1 by then, so this equals flattening) and one l
 VGG-16-BN has 14.72M parameters at 10 classes.
 """
 
-import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
+from sms_jax.models.layers import Dtype, PAD1, conv_and_norm
 
-# He (Kaiming) normal, fan_out mode: PyTorch's `kaiming_normal_(mode="fan_out")`.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-PAD1 = ((1, 1), (1, 1))
 
 # Conv channels per stage; every stage ends with a 2x2 max-pool.
 VGG_STAGES = {
@@ -44,15 +40,11 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=PAD1, use_bias=False,
-                             kernel_init=conv_kernel_init, dtype=self.dtype,
-                             param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32)
+    conv, norm = conv_and_norm(self.dtype, train)
     x = jnp.asarray(x, self.dtype)
     for i, stage in enumerate(self.stages):
       for j, channels in enumerate(stage):
-        x = conv(channels, name=f"conv{i + 1}_{j + 1}")(x)
+        x = conv(channels, (3, 3), padding=PAD1, name=f"conv{i + 1}_{j + 1}")(x)
         x = nn.relu(norm(name=f"bn{i + 1}_{j + 1}")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))

@@ -6,27 +6,11 @@ Where a block changes shape its shortcut is a 1x1 conv applied to the pre-activa
 dropout. WRN-28-10 has 36.48M parameters at 10 classes, 36.54M at 100 (the paper's 36.5M).
 """
 
-import functools
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
-
-# He (Kaiming) normal, fan_out mode: PyTorch's `kaiming_normal_(mode="fan_out")`.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-PAD1 = ((1, 1), (1, 1))
-
-
-def _layers(dtype, train: bool):
-  """Conv (no bias, He fan_out init) and BatchNorm (PyTorch defaults) factories."""
-  conv = functools.partial(
-      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, param_dtype=jnp.float32)
-  norm = functools.partial(
-      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-      param_dtype=jnp.float32)
-  return conv, norm
+from sms_jax.models.layers import Dtype, PAD1, conv_and_norm
 
 
 class WideBasicBlock(nn.Module):
@@ -46,7 +30,7 @@ class WideBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     s = self.strides
     pre = nn.relu(norm(name="bn1")(x))
     y = conv(self.features, (3, 3), strides=(s, s), padding=PAD1, name="conv1")(pre)
@@ -81,7 +65,7 @@ class WideResNet(nn.Module):
       raise ValueError(f"WRN needs depth 6n + 4 (n >= 1) and width >= 1, got {self.depth}, "
                        f"{self.width}")
     n = (self.depth - 4) // 6
-    conv, norm = _layers(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train)
     x = jnp.asarray(x, self.dtype)
     x = conv(16, (3, 3), padding=PAD1, name="stem_conv")(x)
     for i, channels in enumerate((16, 32, 64)):

@@ -17,13 +17,13 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
   Returns the results' strategy part: `history`, `final` and the model's size.
   """
   model = models.create_model(config.model.name, dataset.num_classes)
-  steps_per_epoch = len(dataset.train.y) // config.train.batch_size
+  steps_per_epoch = dataset.train.num_examples // config.train.batch_size
   tx = optimizer.make_optimizer(config.train, steps_per_epoch)
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
   report.log(f"model {config.model.name}: {state_lib.count_params(state.params):,} parameters; "
-             f"{len(dataset.train.y)} train / {len(dataset.val.y)} val / "
-             f"{len(dataset.test.y)} test examples, {steps_per_epoch} steps per epoch")
+             f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
+             f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
 
   checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
                                           config.checkpoint.keep)

@@ -7,36 +7,76 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
 from sms_jax import checkpoints, metrics, report
-from sms_jax.data import Dataset
+from sms_jax.data import Dataset, Split, Stream
 from sms_jax.training import steps
 from sms_jax.training.state import TrainState
+
+# (state, epoch) -> (state, {'loss': [steps], 'accuracy': [steps]})
+EpochFn = Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]]
 
 
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, batch_size: int,
+                     log: Callable[[str], None], **step_kwargs) -> EpochFn:
+  """Epochs over in-memory data: one compiled `lax.scan`, data key `fold_in(key, epoch)`."""
+  train_x, train_y = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
+  epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=batch_size,
+                                       augment=dataset.augment, **step_kwargs), donate_argnums=0)
+  tic = time.perf_counter()
+  compiled = epoch_fn.lower(state, key, train_x, train_y).compile()
+  log(f"compiled the training epoch in {time.perf_counter() - tic:.1f} s")
+  return lambda state, epoch: compiled(state, jax.random.fold_in(key, epoch), train_x, train_y)
+
+
+def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
+                    **step_kwargs) -> EpochFn:
+  """Epochs over a TFDS stream: one jitted step per batch, order a function of (key, epoch)."""
+  step_fn = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=0)
+  seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+
+  def run(state, epoch):
+    step_metrics = []
+    for inputs, labels in dataset.train.batches(batch_size, train=True, seed=seed, epoch=epoch):
+      state, m = step_fn(state, inputs, labels)
+      step_metrics.append(m)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
+
+  return run
+
+
 class Evaluator:
-  """Eval-mode logits of a state on the splits of one dataset, jitted once per split shape."""
+  """Eval-mode logits of a state on the val and test splits of one dataset."""
 
   def __init__(self, model: nn.Module, dataset: Dataset, batch_size: int):
+    self._batch_size = batch_size
     self._predict = jax.jit(functools.partial(steps.predict, model=model, batch_size=batch_size))
-    self._splits = {name: (jax.device_put(split.x), split.y) for name, split in
-                    (("val", dataset.val), ("test", dataset.test)) if len(split.y)}
+    self._splits = {name: (jax.device_put(split.x), split.y) if isinstance(split, Split) else split
+                    for name, split in (("val", dataset.val), ("test", dataset.test))
+                    if split.num_examples}
 
-  def logits(self, state: TrainState, split: str) -> np.ndarray:
-    return np.asarray(self._predict(state, self._splits[split][0]))
+  def logits_and_labels(self, state: TrainState, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """`([n, num_classes] logits, [n] labels)` of `split` ('val' or 'test')."""
+    data = self._splits[split]
+    if not isinstance(data, Stream):
+      return np.asarray(self._predict(state, data[0])), data[1]
+    batches = [(np.asarray(self._predict(state, x)), y)
+               for x, y in data.batches(self._batch_size, train=False)]
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
   def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
-    """Loss, accuracy, ECE and MCE on `split` ('val' or 'test'); {} if the split is empty."""
+    """Loss, accuracy, ECE and MCE on `split`; {} if the split is empty."""
     if split not in self._splits:
       return {}
-    return metrics.evaluate_logits(self.logits(state, split), self._splits[split][1])
+    return metrics.evaluate_logits(*self.logits_and_labels(state, split))
 
 
 def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation,
@@ -46,9 +86,9 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
         log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
   """Trains `state` for `train_config.epochs` epochs, resuming from `checkpointer` if it can.
 
-  Epoch `e` (0-based) uses the data key `fold_in(key, e)`, so a resumed run replays exactly
-  the batches of an uninterrupted one. A checkpoint is written every `every_epochs` epochs
-  and after the last; its metadata holds the history and the elapsed training time.
+  Epoch `e` (0-based) draws its batches from `(key, e)` alone, so a resumed run replays
+  exactly the batches of an uninterrupted one. A checkpoint is written every `every_epochs`
+  epochs and after the last; its metadata holds the history and the elapsed training time.
 
   Returns:
     (state, history, elapsed_s): the final state, one record per epoch, and the wall time
@@ -65,17 +105,16 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
     return state, history, elapsed_before
 
   begin = time.perf_counter()
-  train_x, train_y = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  epoch_fn = jax.jit(functools.partial(
-      steps.train_epoch, model=model, tx=tx, batch_size=train_config.batch_size,
-      augment=dataset.augment, label_smoothing=train_config.label_smoothing), donate_argnums=0)
-  compiled = epoch_fn.lower(state, key, train_x, train_y).compile()
-  log(f"compiled the training epoch in {time.perf_counter() - begin:.1f} s")
-  images_per_epoch = (len(dataset.train.y) // train_config.batch_size) * train_config.batch_size
+  step_kwargs = dict(model=model, tx=tx, label_smoothing=train_config.label_smoothing,
+                     batch_size=train_config.batch_size)
+  run_epoch = (streamed_epochs(dataset, key, **step_kwargs) if dataset.streaming else
+               in_memory_epochs(state, dataset, key, log=log, **step_kwargs))
+  batch_size = train_config.batch_size
+  images_per_epoch = (dataset.train.num_examples // batch_size) * batch_size
   epoch_times = []
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
-    state, step_metrics = compiled(state, jax.random.fold_in(key, epoch), train_x, train_y)
+    state, step_metrics = run_epoch(state, epoch)
     record = {"epoch": epoch + 1,
               "train_loss": float(np.mean(step_metrics["loss"])),
               "train_accuracy": float(np.mean(step_metrics["accuracy"])),
