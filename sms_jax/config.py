@@ -11,7 +11,7 @@ import ml_collections
 
 from sms_jax import data, defaults, models
 from sms_jax.data import device
-from sms_jax.training import schedules
+from sms_jax.training import loop, schedules
 
 STRATEGIES = ("dense",)
 
@@ -64,6 +64,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.decay_factor": _fraction(low_open=True, high_open=False),
     "train.label_smoothing": _fraction(),
     "train.eval_every_epochs": _positive(),
+    "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
     "checkpoint.every_epochs": _positive(),
     "checkpoint.keep": _positive(),
 }

@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.decay_factor = 0.1  # step / multistep: multiply the LR by this.
   config.train.label_smoothing = 0.0
   config.train.eval_every_epochs = 1
+  config.train.epoch_loop = "auto"  # auto | scan | steps: how an in-memory epoch runs.
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 1

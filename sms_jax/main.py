@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -56,6 +57,8 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv: list[str]) -> None:
+  if not flags.FLAGS["verbosity"].present:  # Orbax and JAX are chatty at INFO.
+    logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])!r}; use --config and --workdir")
   try:

@@ -115,3 +115,30 @@ def test_predict_pads_and_matches_direct_apply():
   logits = steps.predict(state, x, model=model, batch_size=16)  # 50 = 3 * 16 + 2.
   direct = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
   chex.assert_trees_all_close(logits, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_host_metrics_match_the_jitted_ones():
+  from sms_jax import metrics  # pylint: disable=g-import-not-at-top
+  logits = jax.random.normal(jax.random.key(0), (300, 7)) * 3
+  labels = jax.random.randint(jax.random.key(1), (300,), 0, 7)
+  host = metrics.evaluate_logits(np.asarray(logits), np.asarray(labels))
+  assert host["loss"] == pytest.approx(float(metrics.cross_entropy(logits, labels)), rel=1e-5)
+  assert host["accuracy"] == pytest.approx(float(metrics.accuracy(logits, labels)))
+
+
+def test_epoch_loops_scan_and_steps_agree():
+  from sms_jax import data  # pylint: disable=g-import-not-at-top
+  from sms_jax.training import loop  # pylint: disable=g-import-not-at-top
+  model, tx, state, x, y = _setup(96)
+  split = data.Split(np.asarray(x), np.asarray(y))
+  dataset = data.Dataset("toy", split, split, split, num_classes=3, augment="none")
+  results = {}
+  for epoch_loop in ("scan", "steps"):
+    run = loop.in_memory_epochs(state, dataset, jax.random.key(3), batch_size=32,
+                                epoch_loop=epoch_loop, log=lambda _: None, model=model, tx=tx)
+    s = jax.tree.map(jnp.copy, state)  # The epoch functions donate their input state.
+    for epoch in range(2):
+      s, m = run(s, epoch)
+    results[epoch_loop] = (s, m)
+  chex.assert_trees_all_close(results["scan"], results["steps"], rtol=1e-5, atol=1e-6)
+  chex.assert_shape(results["steps"][1]["loss"], (3,))

@@ -25,16 +25,54 @@ class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+EPOCH_LOOPS = ("auto", "scan", "steps")
+
+
+def resolve_epoch_loop(epoch_loop: str) -> str:
+  """'auto' is 'steps' on CPU (XLA's CPU convolutions run ~10x slower inside a `lax.scan`,
+  measured in bench/RESULTS.md) and 'scan' on accelerators (no per-step dispatch)."""
+  if epoch_loop != "auto":
+    return epoch_loop
+  return "steps" if jax.default_backend() == "cpu" else "scan"
+
+
 def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, batch_size: int,
-                     log: Callable[[str], None], **step_kwargs) -> EpochFn:
-  """Epochs over in-memory data: one compiled `lax.scan`, data key `fold_in(key, epoch)`."""
+                     epoch_loop: str, log: Callable[[str], None], **step_kwargs) -> EpochFn:
+  """Epochs over in-memory data with data key `fold_in(key, epoch)`.
+
+  `epoch_loop` 'scan' runs an epoch as one compiled `lax.scan`; 'steps' dispatches one
+  compiled step per batch from Python (same batches, same augmentation); 'auto' picks.
+  """
   train_x, train_y = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=batch_size,
-                                       augment=dataset.augment, **step_kwargs), donate_argnums=0)
+  num_examples = dataset.train.num_examples
   tic = time.perf_counter()
-  compiled = epoch_fn.lower(state, key, train_x, train_y).compile()
-  log(f"compiled the training epoch in {time.perf_counter() - tic:.1f} s")
-  return lambda state, epoch: compiled(state, jax.random.fold_in(key, epoch), train_x, train_y)
+  if resolve_epoch_loop(epoch_loop) == "scan":
+    epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=batch_size,
+                                         augment=dataset.augment, **step_kwargs),
+                       donate_argnums=0)
+    compiled = epoch_fn.lower(state, key, train_x, train_y).compile()
+    run = lambda state, epoch: compiled(state, jax.random.fold_in(key, epoch), train_x, train_y)
+  else:
+    plan = jax.jit(steps.epoch_plan, static_argnums=(1, 2))
+    batches, augment_key = plan(key, num_examples, batch_size)
+    step_fn = jax.jit(functools.partial(steps.train_epoch_step, augment=dataset.augment,
+                                        **step_kwargs), donate_argnums=0)
+    step_fn = step_fn.lower(state, augment_key, 0, batches, train_x, train_y).compile()
+
+    def run(state, epoch):
+      batches, augment_key = plan(jax.random.fold_in(key, epoch), num_examples, batch_size)
+      step_metrics = []
+      for i in range(batches.shape[0]):
+        state, m = step_fn(state, augment_key, i, batches, train_x, train_y)
+        step_metrics.append(m)
+      return state, _stack(step_metrics)
+
+  log(f"compiled the training step in {time.perf_counter() - tic:.1f} s")
+  return run
+
+
+def _stack(step_metrics: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
 
 
 def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
@@ -48,7 +86,7 @@ def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
     for inputs, labels in dataset.train.batches(batch_size, train=True, seed=seed, epoch=epoch):
       state, m = step_fn(state, inputs, labels)
       step_metrics.append(m)
-    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
+    return state, _stack(step_metrics)
 
   return run
 
@@ -108,7 +146,8 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
   step_kwargs = dict(model=model, tx=tx, label_smoothing=train_config.label_smoothing,
                      batch_size=train_config.batch_size)
   run_epoch = (streamed_epochs(dataset, key, **step_kwargs) if dataset.streaming else
-               in_memory_epochs(state, dataset, key, log=log, **step_kwargs))
+               in_memory_epochs(state, dataset, key, epoch_loop=train_config.epoch_loop, log=log,
+                                **step_kwargs))
   batch_size = train_config.batch_size
   images_per_epoch = (dataset.train.num_examples // batch_size) * batch_size
   epoch_times = []

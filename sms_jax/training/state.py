@@ -27,11 +27,19 @@ class TrainState:
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
                        input_shape: tuple[int, ...]) -> TrainState:
-  """Initialises `model` on a zero batch `[1, *input_shape]` and `tx` on its parameters."""
-  variables = model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  """Initialises `model` on a zero batch `[1, *input_shape]` and `tx` on its parameters.
+
+  Runs as one jitted program: eager initialisation would compile every operation separately.
+  """
+
+  @jax.jit
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+  return init(key)
 
 
 def count_params(params: Any) -> int:
