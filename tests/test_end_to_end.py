@@ -12,8 +12,9 @@ from sms_jax import checkpoints, experiment
 from sms_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ["--config.dataset.num_train=512", "--config.train.epochs=5",
-              "--config.train.batch_size=64", "--config.train.eval_batch_size=256"]
+TINY_FLAGS = ["--config.dataset.num_train=512", "--config.train.epochs=8",
+              "--config.train.batch_size=64", "--config.train.eval_batch_size=256",
+              "--config.checkpoint.every_epochs=1"]
 
 
 def _without_times(history):
