@@ -114,3 +114,12 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   straight = json.load(open(tmp_path / "straight" / "results.json"))
   assert resumed["final"] == straight["final"]
   assert _without_times(resumed["history"]) == _without_times(straight["history"])
+
+
+def test_default_workdir_is_stable_and_config_specific(tiny_config):
+  from sms_jax import main  # pylint: disable=g-import-not-at-top
+  first = main.default_workdir(tiny_config, "configs/mnist1d.py:quick")
+  assert first == main.default_workdir(tiny_config, "configs/mnist1d.py:quick")
+  assert first.startswith(os.path.join("runs", "mnist1d-dense-"))
+  tiny_config.seed = 1
+  assert main.default_workdir(tiny_config, "configs/mnist1d.py") != first
