@@ -20,4 +20,5 @@ def get_config(arg: str = ""):
   config.checkpoint.every_epochs = 5  # A save costs ~0.15 s, a quarter of an epoch here.
   if arg == "quick":
     config.train.epochs = 3
+    config.train.warmup_epochs = 0.0
   return config

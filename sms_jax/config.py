@@ -131,3 +131,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if missing:
     raise ConfigError(f"config is missing key {missing[0]!r}; start configs from "
                       "configs/default.py")
+  _check_across_keys(config)
+
+
+def _check_across_keys(config: ml_collections.ConfigDict) -> None:
+  """Rules that relate two keys."""
+  train = config.train
+  if train.warmup_epochs >= train.epochs:
+    raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed; "
+                      f"allowed: fewer than train.epochs = {train.epochs}")
+  streams = data.DATASETS[config.dataset.name].load is None
+  if streams and config.dataset.augment not in ("auto", "none"):
+    raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "
+                      f"for the streamed dataset {config.dataset.name}; allowed: auto, none (its "
+                      "input pipeline augments)")

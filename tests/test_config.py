@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import inspect
 import os
 
 import ml_collections
@@ -19,6 +20,8 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 def test_shipped_configs_are_valid(path):
   module = importlib.import_module("configs." + os.path.basename(path)[:-3])
   config_lib.validate(module.get_config())
+  if inspect.signature(module.get_config).parameters:  # The `--config=file.py:quick` variant.
+    config_lib.validate(module.get_config("quick"))
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -60,3 +63,18 @@ def test_wrong_type_is_refused():
   with pytest.raises(config_lib.ConfigError, match="train.epochs = 'ten' has the wrong type"):
     config_lib.validate(config)
 
+
+
+def test_warmup_must_be_shorter_than_training():
+  config = default.get_config()
+  config.train.warmup_epochs = float(config.train.epochs)
+  with pytest.raises(config_lib.ConfigError, match="train.warmup_epochs = 60.0 is not allowed"):
+    config_lib.validate(config)
+
+
+def test_streamed_dataset_refuses_on_device_augmentation():
+  config = default.get_config()
+  config.dataset.name = "imagenet2012"
+  config.dataset.augment = "crop_flip"
+  with pytest.raises(config_lib.ConfigError, match="dataset.augment = 'crop_flip'"):
+    config_lib.validate(config)

@@ -32,6 +32,7 @@ def test_tiny_run_writes_results(tiny_config, tmp_path):
   assert on_disk["final"]["test_accuracy"] > 0.2  # Twice chance (0.1) after 3 short epochs.
   assert on_disk["devices"]["count"] >= 1 and on_disk["devices"]["platform"] == "cpu"
   assert json.load(open(tmp_path / "config.json")) == on_disk["config"]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
 
 
 def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch):
