@@ -9,11 +9,9 @@ from typing import Any, Callable
 
 import ml_collections
 
-from sms_jax import data, defaults, models
+from sms_jax import data, defaults, models, strategies
 from sms_jax.data import device
 from sms_jax.training import loop, schedules
-
-STRATEGIES = ("dense",)
 
 
 class ConfigError(ValueError):
@@ -42,7 +40,7 @@ def _fraction(low_open: bool = False, high_open: bool = True):
 # key -> (predicate, what is allowed). Every key of the default config has an entry or is
 # free-form (strings such as dataset.data_dir).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "strategy": _choice(STRATEGIES),
+    "strategy": _choice(strategies.STRATEGIES),
     "seed": _non_negative(),
     "dataset.name": _choice(data.DATASETS),
     "dataset.val_fraction": _fraction(),

@@ -84,7 +84,8 @@ def main(argv: list[str]) -> None:
     print(f"no --workdir given: using {workdir}", flush=True)
   try:
     experiment.run(config, workdir)
-  except (config_lib.ConfigError, experiment.WorkdirError, tfds_source.DatasetNotPreparedError) as error:
+  except (config_lib.ConfigError, experiment.WorkdirError,
+          tfds_source.DatasetNotPreparedError) as error:
     _fail(str(error))
   except loop.NonFiniteLossError as error:
     _fail(str(error), code=1)

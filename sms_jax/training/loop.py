@@ -29,8 +29,11 @@ EPOCH_LOOPS = ("auto", "scan", "steps")
 
 
 def resolve_epoch_loop(epoch_loop: str) -> str:
-  """'auto' is 'steps' on CPU (XLA's CPU convolutions run ~10x slower inside a `lax.scan`,
-  measured in bench/RESULTS.md) and 'scan' on accelerators (no per-step dispatch)."""
+  """'auto' is 'steps' on CPU and 'scan' on accelerators (no per-step dispatch).
+
+  XLA:CPU runs the backward convolutions of a loop body through its generic emitter: a
+  `lax.scan` epoch was 7-31x slower than dispatched steps (bench/RESULTS.md).
+  """
   if epoch_loop != "auto":
     return epoch_loop
   return "steps" if jax.default_backend() == "cpu" else "scan"
@@ -46,7 +49,8 @@ def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, bat
   train_x, train_y = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
   num_examples = dataset.train.num_examples
   tic = time.perf_counter()
-  if resolve_epoch_loop(epoch_loop) == "scan":
+  scan = resolve_epoch_loop(epoch_loop) == "scan"
+  if scan:
     epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=batch_size,
                                          augment=dataset.augment, **step_kwargs),
                        donate_argnums=0)
@@ -67,7 +71,7 @@ def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, bat
         step_metrics.append(m)
       return state, _stack(step_metrics)
 
-  log(f"compiled the training step in {time.perf_counter() - tic:.1f} s")
+  log(f"compiled the training {'epoch' if scan else 'step'} in {time.perf_counter() - tic:.1f} s")
   return run
 
 

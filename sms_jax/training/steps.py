@@ -61,7 +61,7 @@ def train_epoch(state: TrainState, key: jax.Array, inputs: jax.Array, labels: ja
   The batch order and the augmentation are functions of `key` alone. Returns the new state
   and per-step metrics `{'loss': [steps], 'accuracy': [steps]}`. Equal to calling
   `train_epoch_step` for each step (see `sms_jax.training.loop.in_memory_epochs`), which is
-  the faster form on CPU: XLA's CPU convolutions run about 10x slower inside a loop.
+  the faster form on CPU: XLA:CPU's backward convolutions run 7-31x slower inside a loop.
   """
   batches, augment_key = epoch_plan(key, labels.shape[0], batch_size)
   body = lambda state, i: train_epoch_step(state, augment_key, i, batches, inputs, labels,
