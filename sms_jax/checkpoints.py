@@ -1,7 +1,8 @@
 """Resumable runs: an orbax CheckpointManager holding the train state and JSON metadata.
 
 Checkpoints are written synchronously (a killed run never leaves a half-written step:
-orbax writes into a temporary folder and renames it when complete). A checkpoint that
+orbax writes into a temporary folder and renames it when complete; leftover temporary
+folders are removed when the next run opens the directory). A checkpoint that
 exists but cannot be read is moved aside to `<directory>.corrupt/<step>` with a warning, and
 the previous one is restored instead.
 """
@@ -25,7 +26,8 @@ class Checkpointer:
 
   def _open(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                           enable_async_checkpointing=False)
+                                           enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=True)
     return ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:

@@ -53,6 +53,11 @@ def test_a_save_killed_midway_is_ignored(tmp_path):
   partial = directory / "2.orbax-checkpoint-tmp-1234567"
   (partial / "state").mkdir(parents=True)
   (partial / "state" / "manifest.ocdbt").write_bytes(b"\x00" * 10)
-  step, state, _ = checkpoints.Checkpointer(str(directory), keep=3).restore_latest(_state(0))
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3)
+  step, state, _ = ckpt.restore_latest(_state(0))
   assert step == 1
   chex.assert_trees_all_equal(state, _state(1))
+  assert not partial.exists()
+  ckpt.save(2, _state(2), {"history": [2], "elapsed_s": 0.0})  # The resumed run saves step 2.
+  assert ckpt.restore_latest(_state(0))[0] == 2
+  ckpt.close()

@@ -68,7 +68,7 @@ def _write(name, data_dir, splits, file_format=None):
       file_format=file_format, disable_shuffling=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
@@ -78,7 +78,7 @@ def _random_split(rng, n, shape, num_classes):
           rng.integers(0, num_classes, n).astype(np.int32))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cifar10(data_dir):
   """A prepared 'cifar10' (TFRecord): {split: (x [n, 32, 32, 3] uint8, y [n] int32)}."""
   rng = np.random.default_rng(10)
@@ -88,7 +88,7 @@ def cifar10(data_dir):
   return splits
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mnist(data_dir):
   """A prepared 'mnist' stored as ArrayRecord: {split: (x [n, 28, 28, 1] uint8, y)}."""
   rng = np.random.default_rng(28)
@@ -98,7 +98,7 @@ def mnist(data_dir):
   return splits
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def imagenet(data_dir):
   """A prepared 'imagenet2012' of JPEGs of varied sizes.
 

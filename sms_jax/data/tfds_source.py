@@ -56,6 +56,8 @@ class DatasetNotPreparedError(ValueError):
 def _import_tf():
   """Imports TensorFlow quietly and hides the accelerators from it."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Input-pipeline ops gain nothing from oneDNN; turning it off also silences its banner.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], "GPU")

@@ -80,16 +80,27 @@ def _stack(step_metrics: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
 
 
 def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
-                    **step_kwargs) -> EpochFn:
-  """Epochs over a TFDS stream: one jitted step per batch, order a function of (key, epoch)."""
+                    log: Callable[[str], None], log_every: int = 0, **step_kwargs) -> EpochFn:
+  """Epochs over a TFDS stream: one jitted step per batch, order a function of (key, epoch).
+
+  Logs the running loss and images/s every `log_every` steps (0: ten times an epoch), since
+  a streamed epoch (ImageNet) is long.
+  """
   step_fn = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=0)
   seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+  steps_per_epoch = dataset.train.num_examples // batch_size
+  log_every = log_every or max(1, steps_per_epoch // 10)
 
   def run(state, epoch):
-    step_metrics = []
-    for inputs, labels in dataset.train.batches(batch_size, train=True, seed=seed, epoch=epoch):
+    step_metrics, tic = [], time.perf_counter()
+    for i, (inputs, labels) in enumerate(
+        dataset.train.batches(batch_size, train=True, seed=seed, epoch=epoch), start=1):
       state, m = step_fn(state, inputs, labels)
       step_metrics.append(m)
+      if i % log_every == 0 and i < steps_per_epoch:
+        loss = float(np.mean([x["loss"] for x in step_metrics[-log_every:]]))
+        log(f"  step {i}/{steps_per_epoch}  loss {loss:.4f}  "
+            f"{i * batch_size / (time.perf_counter() - tic):,.0f} img/s")
     return state, _stack(step_metrics)
 
   return run
@@ -149,7 +160,7 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
   begin = time.perf_counter()
   step_kwargs = dict(model=model, tx=tx, label_smoothing=train_config.label_smoothing,
                      batch_size=train_config.batch_size)
-  run_epoch = (streamed_epochs(dataset, key, **step_kwargs) if dataset.streaming else
+  run_epoch = (streamed_epochs(dataset, key, log=log, **step_kwargs) if dataset.streaming else
                in_memory_epochs(state, dataset, key, epoch_loop=train_config.epoch_loop, log=log,
                                 **step_kwargs))
   batch_size = train_config.batch_size
