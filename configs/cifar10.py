@@ -10,6 +10,9 @@ from configs import default
 
 
 def get_config(arg: str = ""):
+  """CIFAR-10; `arg` '' (ResNet-20), a CIFAR ResNet name (e.g. 'resnet56') or 'quick'."""
+  default.check_config_arg(arg, "quick or resnet<6n+2>",
+                           arg == "quick" or arg.startswith("resnet"))
   config = default.get_config()
   config.dataset.name = "cifar10"
   config.model.name = arg if arg.startswith("resnet") else "resnet20"

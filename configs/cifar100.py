@@ -9,6 +9,9 @@ from configs import default
 
 
 def get_config(arg: str = ""):
+  """CIFAR-100; `arg` '' (WRN-28-10), a WideResNet name (e.g. 'wrn16_8') or 'quick'."""
+  default.check_config_arg(arg, "quick or wrn<depth>_<width>",
+                           arg == "quick" or arg.startswith("wrn"))
   config = default.get_config()
   config.dataset.name = "cifar100"
   config.model.name = arg if arg.startswith("wrn") else "wrn28_10"

@@ -7,6 +7,8 @@ from configs import default
 
 
 def get_config(arg: str = ""):
+  """Digits with a small CNN; `arg` '' or 'quick'."""
+  default.check_config_arg(arg, "quick", arg == "quick")
   config = default.get_config()
   config.dataset.name = "digits"
   config.model.name = "cnn2d"

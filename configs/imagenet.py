@@ -2,15 +2,14 @@
 
 Standard recipe (Goyal et al. 2017): SGD with Nesterov momentum 0.9, batch 256, weight decay
 1e-4, peak learning rate 0.1 with 5 warmup epochs, then 10x decays at 1/3, 2/3 and 8/9 of
-90 epochs, label smoothing 0.1. The streaming input path is `sms_jax.data.tfds_source`;
-dense training on it through `sms_jax.main` is not wired up yet (see README).
+90 epochs, label smoothing 0.1. The input streams from TFDS (`sms_jax.data.tfds_source`).
 """
 
 from configs import default
 
 
-def get_config(arg: str = ""):
-  del arg
+def get_config():
+  """ImageNet with ResNet-50 (takes no `:arg`)."""
   config = default.get_config()
   config.dataset.name = "imagenet2012"
   config.model.name = "resnet50"

@@ -8,6 +8,8 @@ from configs import default
 
 
 def get_config(arg: str = ""):
+  """The embedded default; `arg` '' or 'quick'."""
+  default.check_config_arg(arg, "quick", arg == "quick")
   config = default.get_config()
   config.dataset.name = "mnist1d"
   config.model.name = "cnn1d"

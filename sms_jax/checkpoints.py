@@ -2,9 +2,10 @@
 
 Checkpoints are written synchronously (a killed run never leaves a half-written step:
 orbax writes into a temporary folder and renames it when complete; leftover temporary
-folders are removed when the next run opens the directory). A checkpoint that
-exists but cannot be read is moved aside to `<directory>.corrupt/<step>` with a warning, and
-the previous one is restored instead.
+folders are removed when the next run opens the directory). A checkpoint whose files cannot
+be read is moved aside to `<directory>.corrupt/<step>` with a warning, and the previous one is
+restored instead. A readable checkpoint of another state layout (other model or optimizer)
+is an error, never a reason to discard it.
 """
 
 import os
@@ -14,6 +15,17 @@ import warnings
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+  """The checkpoints in a directory cannot be used to resume this run."""
+
+
+def _layout(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """{leaf path as names: shape} of a pytree of arrays, array metadata or shape structs."""
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  return {tuple(map(name, path)): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 class Checkpointer:
@@ -40,9 +52,14 @@ class Checkpointer:
 
     Args:
       like: a pytree with the structure, shapes and dtypes of the saved state.
+    Raises:
+      CheckpointError: a checkpoint holds a state of another layout than `like`, or there
+        were checkpoints and none of them could be read.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
+      self._check_layout(step, abstract)
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -50,7 +67,24 @@ class Checkpointer:
         self._set_aside(step, error)
         continue
       return step, restored.state, dict(restored.meta)
+    if steps:
+      raise CheckpointError(f"none of the checkpoints {steps} in {self.directory} could be read "
+                            f"(moved to {self.directory}.corrupt); run again to start afresh")
     return None
+
+  def _check_layout(self, step: int, abstract: Any) -> None:
+    """Raises CheckpointError if `step` is readable but holds another state layout."""
+    try:
+      saved = _layout(self._manager.item_metadata(step)["state"].tree)
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable metadata: restoring fails next and sets the checkpoint aside.
+    expected = _layout(abstract)
+    if saved != expected:
+      differing = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
+      raise CheckpointError(
+          f"checkpoint {step} in {self.directory} holds another state layout (differs at "
+          f"{'/'.join(differing[0])}: saved {saved.get(differing[0])}, expected "
+          f"{expected.get(differing[0])}); use another --workdir")
 
   def _set_aside(self, step: int, error: Exception) -> None:
     aside = os.path.join(self.directory + ".corrupt", str(step))
@@ -64,4 +98,5 @@ class Checkpointer:
     self._manager = self._open()
 
   def close(self) -> None:
+    """Releases the manager (no pending writes: saving is synchronous)."""
     self._manager.close()

@@ -41,7 +41,7 @@ def _fraction(low_open: bool = False, high_open: bool = True):
 # free-form (strings such as dataset.data_dir).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "strategy": _choice(strategies.STRATEGIES),
-    "seed": _non_negative(),
+    "seed": ((lambda v: 0 <= v < 2**32), "an integer in [0, 2**32)"),
     "dataset.name": _choice(data.DATASETS),
     "dataset.val_fraction": _fraction(),
     "dataset.augment": _choice(("auto",) + device.AUGMENTATIONS),
@@ -56,8 +56,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.momentum": _fraction(),
     "train.schedule": _choice(schedules.SCHEDULES),
     "train.warmup_epochs": _non_negative(),
-    "train.milestones": ((lambda v: all(0 < m < 1 for m in v) and list(v) == sorted(v)),
-                         "increasing fractions of train.epochs in (0, 1)"),
+    "train.milestones": ((lambda v: all(isinstance(m, (int, float)) and 0 < m < 1 for m in v)
+                          and all(a < b for a, b in zip(v, v[1:]))),
+                         "strictly increasing fractions of train.epochs in (0, 1)"),
     "train.step_epochs": _positive(),
     "train.decay_factor": _fraction(low_open=True, high_open=False),
     "train.label_smoothing": _fraction(),
@@ -138,6 +139,13 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
   if train.warmup_epochs >= train.epochs:
     raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed; "
                       f"allowed: fewer than train.epochs = {train.epochs}")
+  first_decay = {"step": train.step_epochs,
+                 "multistep": train.milestones[0] * train.epochs if train.milestones else None}
+  decay_epoch = first_decay.get(train.schedule)
+  if decay_epoch is not None and decay_epoch <= train.warmup_epochs:
+    raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed "
+                      f"with train.schedule = {train.schedule!r}; allowed: fewer epochs than "
+                      f"its first decay at epoch {decay_epoch:g}")
   streams = data.DATASETS[config.dataset.name].load is None
   if streams and config.dataset.augment not in ("auto", "none"):
     raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "

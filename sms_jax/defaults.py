@@ -8,6 +8,12 @@ Experiment configs (configs/*.py) start from `configs/default.py`, which re-expo
 import ml_collections
 
 
+def check_config_arg(arg: str, allowed: str, ok: bool) -> None:
+  """Raises ValueError for a `--config=file.py:arg` that the config file does not know."""
+  if arg and not ok:
+    raise ValueError(f"unknown config argument {arg!r}; allowed: {allowed}")
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
   config = ml_collections.ConfigDict()

@@ -9,29 +9,37 @@ import os
 import time
 from typing import Any
 
+import jax
 import ml_collections
 
 from sms_jax import config as config_lib
-from sms_jax import data, report, strategies
+from sms_jax import data, models, report, strategies
 
 
 class WorkdirError(ValueError):
-  """The workdir holds a run of a different config."""
+  """The workdir cannot hold this run (not a directory, or a run of another config)."""
 
 
-def _resume_key(config_dict: dict[str, Any]) -> dict[str, Any]:
+def resume_key(config_dict: dict[str, Any]) -> dict[str, Any]:
   """The parts of a config that must match to resume a run (checkpoint policy may differ)."""
   return {k: v for k, v in config_dict.items() if k != "checkpoint"}
 
 
 def check_workdir(config_dict: dict[str, Any], workdir: str) -> None:
-  """Raises WorkdirError if `workdir/config.json` exists and describes another experiment."""
+  """Raises WorkdirError unless `workdir` is new or holds a run of the same experiment."""
+  if not workdir:
+    raise WorkdirError("--workdir is empty; pass a directory, e.g. --workdir=runs/x")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir} exists and is not a directory")
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    previous = _resume_key(json.load(f))
-  current = _resume_key(config_dict)
+  try:
+    with open(path) as f:
+      previous = resume_key(json.load(f))
+  except (OSError, ValueError) as error:
+    raise WorkdirError(f"cannot read {path} ({error}); pass another --workdir") from error
+  current = resume_key(config_dict)
   if previous != current:
     differing = sorted(_differences(previous, current))
     raise WorkdirError(f"workdir {workdir} holds a run with another config (differs in "
@@ -48,6 +56,29 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
   return out
 
 
+def check_model_fits_data(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """Raises ConfigError if the model or the augmentation cannot take the dataset's inputs."""
+  shape, name = dataset.input_shape, config.model.name
+  ndim = models.input_ndim(name)
+  if ndim is not None and len(shape) != ndim:
+    raise config_lib.ConfigError(
+        f"config key model.name = {name!r} is not allowed for {config.dataset.name} inputs of "
+        f"shape {list(shape)}; allowed: "
+        f"{'cnn1d, mlp' if len(shape) == 2 else 'mlp and the image models (see README)'}")
+  if dataset.augment in ("crop", "crop_flip", "flip") and len(shape) != 3:
+    raise config_lib.ConfigError(
+        f"config key dataset.augment = {config.dataset.augment!r} is not allowed for "
+        f"{config.dataset.name} inputs of shape {list(shape)}; allowed: auto, none")
+  model = models.create_model(name, dataset.num_classes)
+  try:  # Traces the model on one abstract example: no compute, no compilation.
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                   jax.ShapeDtypeStruct((1, *shape), jax.numpy.float32))
+  except Exception as error:  # pylint: disable=broad-except
+    raise config_lib.ConfigError(
+        f"config key model.name = {name!r} cannot take {config.dataset.name} inputs of shape "
+        f"{list(shape)} ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from error
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the experiment `config` in `workdir`; returns what it writes to results.json."""
   start = time.perf_counter()
@@ -59,7 +90,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise config_lib.ConfigError(
         f"config key train.batch_size = {config.train.batch_size} is not allowed; allowed: at "
         f"most the {dataset.train.num_examples} training examples of {config.dataset.name}")
-  os.makedirs(workdir, exist_ok=True)
+  check_model_fits_data(config, dataset)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise WorkdirError(f"cannot create workdir {workdir}: {error}") from error
   report.write_json(os.path.join(workdir, "config.json"), config_dict)
   report.log(f"workdir {workdir}; devices {report.devices()}")
 

@@ -5,6 +5,7 @@ Any config key can be overridden, e.g. `--config.train.batch_size=64`. Exit code
 """
 
 import hashlib
+import json
 import os
 import sys
 
@@ -14,9 +15,11 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/mnist1d.py (or configs/mnist1d.py:quick).")
+    "config", None,
+    "Experiment config file, e.g. configs/mnist1d.py (or configs/mnist1d.py:quick).")
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Where checkpoints and results go; default: runs/<config>-<hash of config>.")
+    "workdir", None,
+    "Where checkpoints and results go; default: runs/<config>-<strategy>-<hash of the config>.")
 flags.mark_flag_as_required("config")
 
 
@@ -25,23 +28,40 @@ def _fail(message: str, code: int = 2):
   sys.exit(code)
 
 
+def _configs_importable(argv: list[str]) -> None:
+  """Lets config files `from configs import default` when run from outside the repository:
+  puts the folder that holds the config file's folder on sys.path."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      path = os.path.abspath(arg[len("--config="):].split(":")[0])
+      sys.path.insert(0, os.path.dirname(os.path.dirname(path)))
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad flag or override is one line on stderr and exit code 2."""
+  """Parses flags; a bad flag, override or config file is one line on stderr and exit code 2."""
+  _configs_importable(argv)
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as error:
+  except Exception as error:  # pylint: disable=broad-except
     overrides = [a[len("--config."):].split("=")[0] for a in argv if a.startswith("--config.")]
     from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
     unknown = config_lib.unknown_keys(overrides)
     if unknown:
       _fail(config_lib.unknown_key_message(unknown[0]))
-    _fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # A config file that fails to load gives a heading and a traceback: keep both ends.
+    _fail(" ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(error).__name__)
 
 
 def default_workdir(config, config_path: str) -> str:
-  """`runs/<config file stem>-<strategy>-<8 hex digits of the config>`: stable, so resumable."""
+  """`runs/<config file stem>-<strategy>-<8 hex digits of the config>`: stable, so resumable.
+
+  The digest leaves out the checkpoint policy, which a resumed run may change.
+  """
+  from sms_jax import experiment  # pylint: disable=g-import-not-at-top
   stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  digest = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:8]
+  key = experiment.resume_key(json.loads(config.to_json()))
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
   return os.path.join("runs", f"{stem}-{config.strategy}-{digest}")
 
 
@@ -57,6 +77,7 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv: list[str]) -> None:
+  """Validates, picks the workdir, runs the experiment; user errors end as one line."""
   if not flags.FLAGS["verbosity"].present:  # Orbax and JAX are chatty at INFO.
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
@@ -68,6 +89,7 @@ def main(argv: list[str]) -> None:
     _fail(f"cannot load --config: {str(error).strip().splitlines()[-1].strip()}")
 
   # Imported here so that `--help` and flag errors answer without loading JAX.
+  from sms_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from sms_jax import experiment  # pylint: disable=g-import-not-at-top
   from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
@@ -84,7 +106,7 @@ def main(argv: list[str]) -> None:
     print(f"no --workdir given: using {workdir}", flush=True)
   try:
     experiment.run(config, workdir)
-  except (config_lib.ConfigError, experiment.WorkdirError,
+  except (config_lib.ConfigError, experiment.WorkdirError, checkpoints.CheckpointError,
           tfds_source.DatasetNotPreparedError) as error:
     _fail(str(error))
   except loop.NonFiniteLossError as error:

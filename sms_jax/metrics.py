@@ -19,7 +19,8 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (jnp.argmax(logits, -1) == labels).mean()
 
 
-def calibration_errors(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, float]:
+def calibration_errors(probs: np.ndarray, labels: np.ndarray,
+                       bins: int = 15) -> tuple[float, float]:
   """Expected and maximum calibration error (ECE, MCE) with `bins` equal-width bins.
 
   Args:
@@ -32,10 +33,10 @@ def calibration_errors(probs: np.ndarray, labels: np.ndarray, bins: int = 15) ->
   probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
   confidence = probs.max(-1)
   correct = probs.argmax(-1) == labels
-  which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+  bin_index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
   ece, mce = 0.0, 0.0
   for b in range(bins):
-    in_bin = which == b
+    in_bin = bin_index == b
     if in_bin.any():
       gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
       ece += in_bin.mean() * gap

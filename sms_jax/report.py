@@ -3,7 +3,6 @@
 import datetime
 import json
 import os
-import sys
 import tempfile
 from typing import Any
 
@@ -22,6 +21,11 @@ def write_json(path: str, obj: Any) -> None:
   with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
     json.dump(obj, f, indent=2, sort_keys=False)
     f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(f.name, 0o666 & ~umask)  # As open() would; temporary files start as 0600.
   os.replace(f.name, path)
 
 
@@ -32,6 +36,7 @@ def devices() -> dict[str, Any]:
 
 
 def format_duration(seconds: float) -> str:
+  """`H:MM:SS` of a number of seconds."""
   return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
@@ -48,23 +53,26 @@ def epoch_line(epoch: int, epochs: int, record: dict[str, float], images_per_s: 
 
 
 class ScalarWriter:
-  """TensorBoard scalars in `<workdir>/tensorboard` via tensorboardX; a no-op if it is absent."""
+  """TensorBoard scalars in `<workdir>/tensorboard` via tensorboardX.
+
+  The event file is opened at the first write, with `purge_step` at that step: a resumed run
+  hides the points that the interrupted run wrote after its last checkpoint.
+  """
 
   def __init__(self, workdir: str):
-    try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      print("tensorboardX is not installed: no TensorBoard scalars", file=sys.stderr)
-      self._writer = None
-      return
-    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._directory = os.path.join(workdir, "tensorboard")
+    self._writer = None
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
-    if self._writer is not None:
-      for name, value in scalars.items():
-        self._writer.add_scalar(name, value, step)
-      self._writer.flush()
+    """Adds each of `scalars` at `step` and flushes."""
+    if self._writer is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(self._directory, purge_step=step)
+    for name, value in scalars.items():
+      self._writer.add_scalar(name, value, step)
+    self._writer.flush()
 
   def close(self) -> None:
+    """Closes the event file, if one was opened."""
     if self._writer is not None:
       self._writer.close()

@@ -1,6 +1,7 @@
 """Checkpoints: exact round trip, and falling back past an unreadable latest checkpoint."""
 
 import os
+import shutil
 
 import chex
 import jax.numpy as jnp
@@ -61,3 +62,29 @@ def test_a_save_killed_midway_is_ignored(tmp_path):
   ckpt.save(2, _state(2), {"history": [2], "elapsed_s": 0.0})  # The resumed run saves step 2.
   assert ckpt.restore_latest(_state(0))[0] == 2
   ckpt.close()
+
+
+def test_a_state_of_another_layout_is_refused_and_kept(tmp_path):
+  directory = tmp_path / "ck"
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3)
+  ckpt.save(1, _state(1), {"history": [], "elapsed_s": 0.0})
+  other = {**_state(0), "mask": jnp.zeros((3, 2))}
+  with pytest.raises(checkpoints.CheckpointError, match="another state layout .* mask"):
+    ckpt.restore_latest(other)
+  wider = {"params": {"w": jnp.zeros((4, 2))}, "step": jnp.int32(0)}
+  with pytest.raises(checkpoints.CheckpointError, match=r"saved \(3, 2\), expected \(4, 2\)"):
+    ckpt.restore_latest(wider)
+  assert ckpt.restore_latest(_state(0))[0] == 1  # Nothing was discarded.
+  ckpt.close()
+
+
+def test_no_readable_checkpoint_is_an_error(tmp_path):
+  directory = tmp_path / "ck"
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3)
+  ckpt.save(1, _state(1), {"history": [], "elapsed_s": 0.0})
+  ckpt.close()
+  shutil.rmtree(directory / "1" / "state")
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3)
+  with pytest.warns(UserWarning), pytest.raises(checkpoints.CheckpointError, match="none of"):
+    ckpt.restore_latest(_state(0))
+  assert ckpt.restore_latest(_state(0)) is None  # Set aside: the next run starts afresh.

@@ -78,3 +78,12 @@ def test_streamed_dataset_refuses_on_device_augmentation():
   config.dataset.augment = "crop_flip"
   with pytest.raises(config_lib.ConfigError, match="dataset.augment = 'crop_flip'"):
     config_lib.validate(config)
+
+
+def test_unknown_config_argument_is_refused():
+  from configs import cifar10, mnist1d  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="unknown config argument 'bogus'; allowed: quick"):
+    mnist1d.get_config("bogus")
+  assert cifar10.get_config("resnet56").model.name == "resnet56"
+  with pytest.raises(ValueError, match="unknown config argument 'wrn16_8'"):
+    cifar10.get_config("wrn16_8")

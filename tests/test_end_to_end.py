@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from sms_jax import checkpoints, experiment
+from sms_jax import config as config_lib
 from sms_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,10 +33,12 @@ def test_tiny_run_writes_results(tiny_config, tmp_path):
   assert on_disk["final"]["test_accuracy"] > 0.2  # Twice chance (0.1) after 3 short epochs.
   assert on_disk["devices"]["count"] >= 1 and on_disk["devices"]["platform"] == "cpu"
   assert json.load(open(tmp_path / "config.json")) == on_disk["config"]
-  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+  events = os.listdir(tmp_path / "tensorboard")
+  assert any(name.startswith("events.out.tfevents") for name in events)
 
 
-def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch,
+                                                      capsys):
   tiny_config.train.epochs = 4
   reference = experiment.run(tiny_config, str(tmp_path / "uninterrupted"))
 
@@ -51,7 +54,11 @@ def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, mon
     experiment.run(tiny_config, str(tmp_path / "resumed"))
   assert not os.path.exists(tmp_path / "resumed" / "results.json")
   monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
+  capsys.readouterr()
   resumed = experiment.run(tiny_config, str(tmp_path / "resumed"))
+  out = capsys.readouterr().out
+  assert "resumed from checkpoint at epoch 2" in out
+  assert "epoch 1/4" not in out and "epoch 3/4" in out  # Only epochs 3 and 4 were trained.
   assert resumed["final"] == reference["final"]  # Bit-exact on CPU.
   assert _without_times(resumed["history"]) == _without_times(reference["history"])
 
@@ -61,6 +68,13 @@ def test_non_finite_loss_stops_without_results(tiny_config, tmp_path):
   with pytest.raises(loop.NonFiniteLossError, match="training loss became nan in epoch 1"):
     experiment.run(tiny_config, str(tmp_path))
   assert not os.path.exists(tmp_path / "results.json")
+
+
+def test_model_that_cannot_take_the_data_is_refused_before_writing(tiny_config, tmp_path):
+  tiny_config.model.name = "resnet20"  # Images only; MNIST-1D examples are [40, 1] signals.
+  with pytest.raises(config_lib.ConfigError, match="model.name = 'resnet20' is not allowed"):
+    experiment.run(tiny_config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_other_config_in_workdir_is_refused(tiny_config, tmp_path):
@@ -80,10 +94,12 @@ def _cli(*args, **kwargs):
     ("--config.train.learning_rate=-0.1", "train.learning_rate = -0.1 is not allowed"),
     ("--config.train.lr=0.1", "lr"),
     ("--config.model.name=resnet19", "model.name = 'resnet19'"),
+    ("--config.model.name=cnn2d", "model.name = 'cnn2d' is not allowed for mnist1d"),
+    ("--workdir=", "--workdir is empty"),
 ])
 def test_cli_refuses_bad_config_in_one_line(tmp_path, override, expected):
   workdir = tmp_path / "run"
-  proc = _cli("--config=configs/mnist1d.py", f"--workdir={workdir}", override)
+  proc = _cli("--config=configs/mnist1d.py", f"--workdir={workdir}", override)  # Last wins.
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 2, err
   assert len(err.strip().splitlines()) == 1, err

@@ -223,7 +223,7 @@ def test_project_load(cifar10, data_dir):
   np.testing.assert_allclose(dataset.train.x.std(axis=(0, 1, 2)), 1, atol=1e-3)
 
 
-def test_dense_training_on_a_stream(imagenet, data_dir, tmp_path):
+def test_dense_training_on_a_stream(imagenet, data_dir, tmp_path, capsys):
   """The whole experiment on the streamed 'imagenet2012': hold-out slices, training, resume."""
   del imagenet
   config = default.get_config()
@@ -241,5 +241,8 @@ def test_dense_training_on_a_stream(imagenet, data_dir, tmp_path):
   results = experiment.run(config, str(tmp_path))
   assert [r["epoch"] for r in results["history"]] == [1, 2]
   assert 0.0 <= results["final"]["test_accuracy"] <= 1.0
+  capsys.readouterr()
   again = experiment.run(config, str(tmp_path))  # Complete: restores, trains no more.
+  out = capsys.readouterr().out
+  assert "resumed from checkpoint at epoch 2" in out and "epoch 2/2" not in out
   assert again["final"] == results["final"]

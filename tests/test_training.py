@@ -42,7 +42,8 @@ def test_multistep_and_step():
 def test_linear_and_constant():
   linear = schedules.make_schedule(_train_config(epochs=4, learning_rate=0.4, schedule="linear"), 5)
   np.testing.assert_allclose([linear(0), linear(10), linear(20)], [0.4, 0.2, 0.0], atol=1e-7)
-  const = schedules.make_schedule(_train_config(epochs=4, learning_rate=0.4, schedule="constant"), 5)
+  const = schedules.make_schedule(
+      _train_config(epochs=4, learning_rate=0.4, schedule="constant"), 5)
   assert float(const(17)) == pytest.approx(0.4)
 
 
@@ -142,3 +143,34 @@ def test_epoch_loops_scan_and_steps_agree():
     results[epoch_loop] = (s, m)
   chex.assert_trees_all_close(results["scan"], results["steps"], rtol=1e-5, atol=1e-6)
   chex.assert_shape(results["steps"][1]["loss"], (3,))
+
+
+def test_step_counts_from_the_start_and_equal_milestones_multiply():
+  step = schedules.make_schedule(_train_config(epochs=90, learning_rate=1.0, schedule="step",
+                                               step_epochs=30, decay_factor=0.1,
+                                               warmup_epochs=5), 1)
+  np.testing.assert_allclose([step(29), step(30), step(60)], [1.0, 0.1, 0.01], rtol=1e-6)
+  merged = schedules.make_schedule(_train_config(epochs=10, learning_rate=1.0, schedule="multistep",
+                                                 milestones=(0.5, 0.52), decay_factor=0.1), 1)
+  assert float(merged(5)) == pytest.approx(0.01)  # 0.5 and 0.52 both round to iteration 5.
+
+
+def test_label_smoothing_matches_the_formula():
+  from sms_jax import metrics  # pylint: disable=g-import-not-at-top
+  logits = jnp.array([[2.0, 0.5, -1.0]])
+  log_p = np.asarray(jax.nn.log_softmax(logits))[0]
+  expected = -(0.9 + 0.1 / 3) * log_p[0] - (0.1 / 3) * (log_p[1] + log_p[2])
+  assert float(metrics.cross_entropy(logits, jnp.array([0]), 0.1)) == pytest.approx(expected)
+
+
+def test_make_optimizer_follows_the_schedule_and_config():
+  cfg = _train_config(epochs=2, learning_rate=0.4, schedule="linear", weight_decay=0.01)
+  tx = optimizer.make_optimizer(cfg, steps_per_epoch=5)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  for _ in range(4):
+    updates, state = tx.update({"w": jnp.zeros(3)}, state, params)
+  assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.4 * (1 - 3 / 10))
+  assert float(state.hyperparams["weight_decay"]) == pytest.approx(0.01)
+  # Zero gradients: the step is pure weight decay through momentum, scaled by the LR.
+  assert float(updates["w"][0]) < 0

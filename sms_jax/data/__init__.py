@@ -1,6 +1,6 @@
 """Datasets as in-memory arrays (train / val / test), or TFDS streams for ImageNet.
 
-`load(config.dataset, seed)` returns a `Dataset`: the validation split is 10% of the
+`load(config.dataset)` returns a `Dataset`: the validation split is 10% of the
 official train split (configurable), held out deterministically; inputs are float32,
 standardised with the train split's per-channel statistics; labels are int32.
 """

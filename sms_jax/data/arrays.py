@@ -96,5 +96,6 @@ def standardize(reference: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
   reduce_axes = tuple(range(reference.ndim - 1))
   mean = reference.mean(axis=reduce_axes, dtype=np.float64)
   std = reference.std(axis=reduce_axes, dtype=np.float64)
-  std = np.where(std > 0, std, 1.0)
-  return [((a - mean) / std).astype(np.float32) for a in arrays]
+  mean = mean.astype(np.float32)
+  std = np.where(std > 0, std, 1.0).astype(np.float32)
+  return [(a.astype(np.float32) - mean) / std for a in arrays]

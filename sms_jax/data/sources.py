@@ -79,13 +79,15 @@ def _streams(dataset_config) -> Dataset:
                  num_classes=builder.info.features["label"].num_classes, augment="none")
 
 
-def load(dataset_config, seed: int = 0) -> Dataset:
+VAL_SEED = 0  # Fixes which examples form the validation hold-out, for every run.
+
+
+def load(dataset_config) -> Dataset:
   """Loads `dataset_config.name` into memory as a standardised `Dataset`.
 
   Args:
     dataset_config: the config's `dataset` block (`name`, `data_dir`, `val_fraction`,
       `augment`, `num_train`, `image_size`).
-    seed: fixes which examples form the validation hold-out.
   Returns:
     A `Dataset` of in-memory `Split`s, or of `Stream`s for datasets that stream (ImageNet).
   """
@@ -95,7 +97,7 @@ def load(dataset_config, seed: int = 0) -> Dataset:
   train, test, num_classes = source.load(dataset_config.data_dir)
   if dataset_config.num_train:
     train = Split(train.x[: dataset_config.num_train], train.y[: dataset_config.num_train])
-  train, val = hold_out_validation(train, dataset_config.val_fraction, seed)
+  train, val = hold_out_validation(train, dataset_config.val_fraction, VAL_SEED)
   train_x, val_x, test_x = standardize(train.x, train.x, val.x, test.x)
   augment = source.augment if dataset_config.augment == "auto" else dataset_config.augment
   return Dataset(name=dataset_config.name, train=Split(train_x, train.y),

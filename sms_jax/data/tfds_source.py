@@ -232,8 +232,9 @@ def stream_batches(name: str, split: str, *, batch_size: int, seed: int, epoch: 
   tf = _import_tf()
   builder = prepared_builder(name, data_dir)
   if _is_array_record(builder):
-    raise ValueError(f"TFDS dataset {name!r} is prepared as ArrayRecord, which tf.data cannot "
-                     f"stream; prepare it with: tfds build {name} --file_format=tfrecord")
+    raise DatasetNotPreparedError(
+        f"TFDS dataset {name!r} is prepared as ArrayRecord, which tf.data cannot stream; "
+        f"prepare it with: tfds build {name} --file_format=tfrecord")
   is_jpeg = builder.info.features["image"].encoding_format == "jpeg"
   ds_seed = epoch_seed(seed, epoch)
   read_config = tfds.ReadConfig(shuffle_seed=ds_seed, try_autocache=False)

@@ -63,6 +63,12 @@ def _builder(name: str) -> Builder | None:
   return None
 
 
+def input_ndim(name: str) -> int | None:
+  """Dimensions of one example the model expects: 2 for `[length, channels]` signals (cnn1d),
+  3 for `[height, width, channels]` images, None for any (mlp flattens)."""
+  return {"mlp": None, "cnn1d": 2}.get(name, 3)
+
+
 def is_known_model(name: str) -> bool:
   """Whether `create_model` accepts `name`."""
   return isinstance(name, str) and _builder(name) is not None

@@ -175,9 +175,11 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
               "learning_rate": float(state.opt_state.hyperparams["learning_rate"])}
     epoch_times.append(time.perf_counter() - tic)
     if not math.isfinite(record["train_loss"]):
+      kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) stays in "
+              f"{checkpointer.directory}" if history else "no checkpoint was written")
       raise NonFiniteLossError(
-          f"training loss became {record['train_loss']} in epoch {epoch + 1}; the last good "
-          f"checkpoint stays in {checkpointer.directory}; try a lower train.learning_rate")
+          f"training loss became {record['train_loss']} in epoch {epoch + 1}; {kept}; try a "
+          "lower train.learning_rate in a new --workdir")
     if (epoch + 1) % train_config.eval_every_epochs == 0 or epoch + 1 == epochs:
       record.update({f"val_{k}": v for k, v in evaluator.evaluate(state, "val").items()})
     record["time_s"] = time.perf_counter() - tic

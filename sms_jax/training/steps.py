@@ -69,7 +69,8 @@ def train_epoch(state: TrainState, key: jax.Array, inputs: jax.Array, labels: ja
   return jax.lax.scan(body, state, jnp.arange(batches.shape[0]))
 
 
-def predict(state: TrainState, inputs: jax.Array, *, model: nn.Module, batch_size: int) -> jax.Array:
+def predict(state: TrainState, inputs: jax.Array, *, model: nn.Module,
+            batch_size: int) -> jax.Array:
   """Logits `[n, num_classes]` of `inputs: [n, ...]` in eval mode, `batch_size` at a time."""
   n = inputs.shape[0]
   batch_size = min(batch_size, n)
