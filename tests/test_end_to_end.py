@@ -37,9 +37,11 @@ def test_tiny_run_writes_results(tiny_config, tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in events)
 
 
+@pytest.mark.parametrize("epoch_loop", ["steps", "scan"])
 def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch,
-                                                      capsys):
+                                                      capsys, epoch_loop):
   tiny_config.train.epochs = 4
+  tiny_config.train.epoch_loop = epoch_loop
   reference = experiment.run(tiny_config, str(tmp_path / "uninterrupted"))
 
   real_save = checkpoints.Checkpointer.save

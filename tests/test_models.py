@@ -123,8 +123,9 @@ def test_forward_pass_and_batch_norm_modes(name, input_shape):
   chex.assert_trees_all_equal(same["batch_stats"], old)
 
 
-def test_batch_norm_matches_pytorch_defaults():
-  """momentum 0.9 (PyTorch's 0.1), eps 1e-5, running stats from the conv output."""
+def test_batch_norm_running_statistics():
+  """Momentum 0.9 (PyTorch's 0.1) and eps 1e-5; the running variance is updated with the
+  biased batch variance (Flax), where PyTorch uses the unbiased one."""
   model = create_model("cnn1d", 10)
   x = jax.random.normal(jax.random.key(1), (4, 40, 1))
 

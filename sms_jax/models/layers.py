@@ -1,4 +1,6 @@
-"""Layer factories shared by every model family: PyTorch-like initialisation and BatchNorm."""
+"""Layer factories shared by every model family: He-normal (fan-out) convolutions as in
+torchvision's ResNets, and BatchNorm with PyTorch's momentum and epsilon. Dense layers keep
+Flax's default (LeCun normal) initialisation."""
 
 import functools
 from typing import Any

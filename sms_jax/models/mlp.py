@@ -1,11 +1,11 @@
 """Multi-layer perceptron: flatten, ReLU hidden layers, linear classifier."""
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Dtype = Any
+from sms_jax.models.layers import Dtype
 
 
 class MLP(nn.Module):

@@ -7,7 +7,7 @@ caller passes `mutable=["batch_stats"]`; with `train=False` it uses the running 
 """
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,13 +15,13 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from sms_jax.models.cnn import CNN1D, CNN2D
+from sms_jax.models.layers import Dtype
 from sms_jax.models.mlp import MLP
 from sms_jax.models.resnet import RESNET_IMAGENET, resnet_imagenet
 from sms_jax.models.resnet_cifar import resnet18_cifar, resnet_cifar
 from sms_jax.models.vgg import VGG_STAGES, vgg
 from sms_jax.models.wide_resnet import WideResNet
 
-Dtype = Any
 Builder = Callable[[int, Dtype], nn.Module]
 
 MODEL_NAMES_HELP = (
