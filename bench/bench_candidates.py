@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from sms_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from sms_jax.training import optimizer, state as state_lib, steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import default
+from sms_jax import models
+from sms_jax.training import optimizer, state as state_lib, steps
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 SHAPES = {"cnn1d": (40, 1), "mlp": (40, 1)}
 
