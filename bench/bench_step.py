@@ -39,6 +39,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
+from machine import cpu_model  # pylint: disable=wrong-import-position  # bench/machine.py
+
 # Per-example input shape (no batch dimension) for the models the project trains on.
 INPUT_SHAPES = {
     "cnn1d": (40, 1),  # MNIST-1D signals.
@@ -83,17 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--json", default="", help="write the results to this JSON file")
   p.add_argument("--quiet", action="store_true")
   return p.parse_args(argv)
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def machine_info() -> dict:

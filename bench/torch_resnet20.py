@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
+
 
 class BasicBlock(nn.Module):
   """relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)), option A shortcut."""
@@ -70,17 +72,6 @@ class ResNet20(nn.Module):
     x = F.relu(self.stem_bn(self.stem_conv(x)))
     x = self.blocks(x)
     return self.classifier(x.mean(dim=(2, 3)))
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def main():

@@ -63,6 +63,10 @@ class Dataset(NamedTuple):
   def streaming(self) -> bool:
     return isinstance(self.train, Stream)
 
+  def steps_per_epoch(self, batch_size: int) -> int:
+    """Full training batches per epoch; the remainder is dropped (a different one each epoch)."""
+    return self.train.num_examples // batch_size
+
   @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example, e.g. (32, 32, 3) or (40, 1)."""

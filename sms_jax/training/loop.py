@@ -88,7 +88,7 @@ def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
   """
   step_fn = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=0)
   seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
-  steps_per_epoch = dataset.train.num_examples // batch_size
+  steps_per_epoch = dataset.steps_per_epoch(batch_size)
   log_every = log_every or max(1, steps_per_epoch // 10)
 
   def run(state, epoch):
@@ -164,7 +164,7 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
                in_memory_epochs(state, dataset, key, epoch_loop=train_config.epoch_loop, log=log,
                                 **step_kwargs))
   batch_size = train_config.batch_size
-  images_per_epoch = (dataset.train.num_examples // batch_size) * batch_size
+  images_per_epoch = dataset.steps_per_epoch(batch_size) * batch_size
   epoch_times = []
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
