@@ -1,11 +1,23 @@
 #!/usr/bin/env python
-"""m stacked candidates: one jit(vmap(train_step)) call against m sequential jitted steps.
+"""m stacked candidates: one train step of all m as jit(vmap), jit(lax.map) or a loop of m calls.
 
-Prints the candidate-axis efficiency m * t(1) / t(m) (1.0 = stacking is free, above 1 it
-wins). Run from the repository root:
+Modes, each timed as the wall time of one train step of all m candidates (batch b each):
+  vmap: jax.jit(jax.vmap(step)) on the stacked state, one call;
+  map:  jax.jit(lambda s, x, y: jax.lax.map(lambda a: step(*a), (s, x, y))) on the stacked
+        state, one call (lax.map lowers to a while loop: XLA:CPU runs backward convolutions
+        inside loop bodies through a slow generic path, jax-ml/jax#12868);
+  loop: m calls of the jitted single step, each on its own (unstacked) candidate's state,
+        dispatched back to back and blocked on once at the end.
+t(1) is one call of the jitted single step. Printed per mode: the median time, images/s
+(m * b / t) and the candidate-axis efficiency m * t(1) / t(mode) (1.0: as fast as m single
+steps back to back; above 1 the mode wins). Every mode threads its state from call to call
+(`state = fn(state, x, y)[0]`) and donates it (`--donate 1`, all modes and t(1) alike) or
+none does (`--donate 0`). Modes are interleaved within a round; rounds repeat the lot.
+Programs are compiled ahead of time (compile seconds printed), so `--warmup 0` skips the
+untimed call. Run from the repository root:
 
-  python bench/bench_candidates.py --model cnn1d --repeats 20
-  python bench/bench_candidates.py --model resnet20 --repeats 2
+  python bench/bench_candidates.py --model cnn1d --repeats 50 --rounds 3
+  python bench/bench_candidates.py --model resnet20 --candidates 2 --repeats 2 --warmup 0
 """
 
 import argparse
@@ -20,22 +32,46 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from machine import cpu_model  # bench/machine.py
 from configs import default
 from sms_jax import models
 from sms_jax.training import optimizer, state as state_lib, steps
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SHAPES = {"cnn1d": (40, 1), "mlp": (40, 1)}
+MODES = ("vmap", "map", "loop")
 
 
-def _median_time(fn, repeats: int) -> float:
-  fn()  # Compiles and warms up.
-  times = []
+def _copy(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
+class _Runner:
+  """One execution mode: a compiled program and the state it threads from call to call."""
+
+  def __init__(self, name, call, state):
+    self.name, self.call, self.state = name, call, state
+    self.first_loss = None  # Losses of the first call: the same in every mode.
+
+  def __call__(self):
+    self.state, metrics = self.call(self.state)
+    jax.block_until_ready((self.state, metrics))
+    if self.first_loss is None:
+      self.first_loss = np.asarray(metrics["loss"]).reshape(-1)
+
+
+def _median_time(fn, repeats: int, warmup: int, budget_s: float | None) -> tuple[float, int]:
+  """Median wall time of `fn()` over `repeats` calls (fewer, at least 1, past `budget_s`)."""
+  for _ in range(warmup):
+    fn()
+  times, start = [], time.perf_counter()
   for _ in range(repeats):
     tic = time.perf_counter()
     fn()
     times.append(time.perf_counter() - tic)
-  return float(np.median(times))
+    if budget_s is not None and time.perf_counter() - start > budget_s:
+      break
+  return float(np.median(times)), len(times)
 
 
 def main():
@@ -45,26 +81,83 @@ def main():
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--modes", default=",".join(MODES),
+                      help=f"comma-separated subset of {','.join(MODES)}")
+  parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+  parser.add_argument("--donate", type=int, default=1,
+                      help="donate the state in every program (1) or in none (0)")
+  parser.add_argument("--budget_s", type=float, default=None,
+                      help="stop a measurement's repeats after this many seconds (min 1 call)")
   args = parser.parse_args()
-  m, shape = args.candidates, SHAPES.get(args.model, (32, 32, 3))
+  modes = [mo for mo in args.modes.split(",") if mo]
+  if unknown := set(modes) - set(MODES):
+    parser.error(f"unknown modes {sorted(unknown)}; choose from {MODES}")
+  m, b, shape = args.candidates, args.batch_size, SHAPES.get(args.model, (32, 32, 3))
+  donate = (0,) if args.donate else ()
+
   model = models.create_model(args.model, 10)
   tx = optimizer.make_optimizer(default.get_config().train, 10)
   keys = jax.random.split(jax.random.key(0), m)
   stacked = jax.vmap(lambda k: state_lib.create_train_state(model, tx, k, shape))(keys)
-  single = state_lib.create_train_state(model, tx, keys[0], shape)
-  x = jax.random.normal(jax.random.key(1), (m, args.batch_size, *shape))
-  y = jnp.zeros((m, args.batch_size), jnp.int32)
+  unstacked = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(m)]
+  x = jax.random.normal(jax.random.key(1), (m, b, *shape))
+  y = jax.random.randint(jax.random.key(2), (m, b), 0, 10)
+  xs, ys = [x[i] for i in range(m)], [y[i] for i in range(m)]
   step = functools.partial(steps.train_step, model=model, tx=tx)
-  one, stacked_step = jax.jit(step), jax.jit(jax.vmap(step))
-  print(f"backend {jax.default_backend()}, jax {jax.__version__}, {os.cpu_count()} CPUs")
-  for _ in range(args.rounds):
-    sequential = _median_time(
-        lambda: [jax.block_until_ready(one(single, x[i], y[i])) for i in range(m)], args.repeats)
-    vmapped = _median_time(lambda: jax.block_until_ready(stacked_step(stacked, x, y)),
-                           args.repeats)
-    print(f"{args.model} m={m} b={args.batch_size}: sequential {sequential * 1e3:.1f} ms, "
-          f"vmap {vmapped * 1e3:.1f} ms, efficiency m*t(1)/t(m) = {sequential / vmapped:.2f}",
-          flush=True)
+
+  def compile_(fn, *example):
+    tic = time.perf_counter()
+    compiled = jax.jit(fn, donate_argnums=donate).lower(*example).compile()
+    return compiled, time.perf_counter() - tic
+
+  one, compile_s = compile_(step, unstacked[0], xs[0], ys[0])
+  compile_times = {"t(1)": compile_s}
+  runners = {"t(1)": _Runner("t(1)", lambda s: one(s, xs[0], ys[0]), _copy(unstacked[0]))}
+  if "vmap" in modes:
+    vmapped, compile_times["vmap"] = compile_(jax.vmap(step), stacked, x, y)
+    runners["vmap"] = _Runner("vmap", lambda s: vmapped(s, x, y), _copy(stacked))
+  if "map" in modes:
+    mapped, compile_times["map"] = compile_(
+        lambda s, x, y: jax.lax.map(lambda a: step(*a), (s, x, y)), stacked, x, y)
+    runners["map"] = _Runner("map", lambda s: mapped(s, x, y), _copy(stacked))
+  if "loop" in modes:
+
+    def loop(states):
+      outs = [one(s, xi, yi) for s, xi, yi in zip(states, xs, ys)]
+      return [o[0] for o in outs], {"loss": jnp.stack([o[1]["loss"] for o in outs])}
+
+    runners["loop"] = _Runner("loop", loop, [_copy(s) for s in unstacked])
+    compile_times["loop"] = 0.0  # The single step, compiled above.
+
+  print(f"backend {jax.default_backend()}, jax {jax.__version__}, {cpu_model()}, "
+        f"{os.cpu_count()} CPUs; {args.model} m={m} b={b} donate={bool(args.donate)}")
+  print("compile s: " + ", ".join(f"{k} {v:.1f}" for k, v in compile_times.items()), flush=True)
+  results = {name: [] for name in runners}
+  for r in range(args.rounds):
+    line = []
+    for name, runner in runners.items():
+      t, n = _median_time(runner, args.repeats, args.warmup, args.budget_s)
+      results[name].append(t)
+      line.append(f"{name} {t * 1e3:.1f} ms (n={n})")
+    t1 = results["t(1)"][-1]
+    eff = ", ".join(f"{mo} {m * t1 / results[mo][-1]:.2f}" for mo in modes)
+    print(f"round {r + 1}: " + ", ".join(line) + f"; efficiency m*t(1)/t: {eff}", flush=True)
+
+  ref = runners["t(1)"].first_loss[0]
+  checks = {mo: float(np.max(np.abs(runners[mo].first_loss - runners[modes[0]].first_loss)))
+            for mo in modes}
+  print(f"first-step losses: t(1) candidate 0 {ref:.6f}; max |diff| to {modes[0]}: "
+        + ", ".join(f"{mo} {d:.1e}" for mo, d in checks.items()))
+  print(f"\nmedian over {args.rounds} rounds ({args.model}, m={m}, b={b}):")
+  print("| mode | time per step of all m | images/s | efficiency m*t(1)/t | per round |")
+  print("|---|---|---|---|---|")
+  t1 = float(np.median(results["t(1)"]))
+  print(f"| t(1) (one candidate) | {t1 * 1e3:.1f} ms | {b / t1:,.0f} | | "
+        + ", ".join(f"{t * 1e3:.1f}" for t in results["t(1)"]) + " |")
+  for mo in modes:
+    t = float(np.median(results[mo]))
+    per_round = ", ".join(f"{m * t1r / tr:.2f}" for t1r, tr in zip(results["t(1)"], results[mo]))
+    print(f"| {mo} | {t * 1e3:.1f} ms | {m * b / t:,.0f} | {m * t1 / t:.2f} | {per_round} |")
 
 
 if __name__ == "__main__":

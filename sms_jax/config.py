@@ -9,9 +9,10 @@ from typing import Any, Callable
 
 import ml_collections
 
-from sms_jax import data, defaults, models, strategies
+from sms_jax import data, defaults, models, soups, sparsity, strategies
 from sms_jax.data import device
-from sms_jax.training import loop, schedules
+from sms_jax.strategies import sms
+from sms_jax.training import candidates, loop, retrain, schedules
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,10 @@ def _positive() -> tuple[Callable[[Any], bool], str]:
 
 def _non_negative() -> tuple[Callable[[Any], bool], str]:
   return (lambda v: v >= 0), "a number >= 0"
+
+
+def _number(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fraction(low_open: bool = False, high_open: bool = True):
@@ -64,6 +69,25 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.label_smoothing": _fraction(),
     "train.eval_every_epochs": _positive(),
     "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
+    "prune.goal_sparsity": _fraction(low_open=True),
+    "prune.n_phases": _positive(),
+    "prune.selector": _choice(sparsity.SELECTORS),
+    "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
+    "retrain.epochs_per_phase": _positive(),
+    "soup.m": _positive(),
+    "soup.method": _choice(soups.SOUP_METHODS),
+    "soup.vary": ((lambda v: bool(sms.varied_names(v)) and all(
+        n in sms.VARIABLE_HPARAMS for n in sms.varied_names(v))),
+                  "comma-separated names among " + ", ".join(sms.VARIABLE_HPARAMS)),
+    "soup.seeds": ((lambda v: all(isinstance(x, int) and 0 <= x < 2**31 for x in v)),
+                   "integers in [0, 2**31)"),
+    "soup.weight_decays": ((lambda v: all(_number(x) and x >= 0 for x in v)), "numbers >= 0"),
+    "soup.learning_rates": ((lambda v: all(_number(x) and x > 0 for x in v)), "numbers > 0"),
+    "soup.retrain_epochs": ((lambda v: all(isinstance(x, int) and x > 0 for x in v)),
+                            "integers > 0"),
+    "soup.bn_recalibration_frac": _fraction(low_open=True, high_open=False),
+    "parallel.candidate_execution": _choice(candidates.EXECUTIONS),
+    "ood.severity": ((lambda v: 0 <= v <= 5), "an integer in 0..5 (0: no OOD evaluation)"),
     "checkpoint.every_epochs": _positive(),
     "checkpoint.keep": _positive(),
 }
@@ -146,6 +170,16 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed "
                       f"with train.schedule = {train.schedule!r}; allowed: fewer epochs than "
                       f"its first decay at epoch {decay_epoch:g}")
+  soup = config.soup
+  for name in sms.VARIABLE_HPARAMS:
+    values_key = sms.VALUES_KEY[name]
+    values = soup[values_key]
+    if values and name not in sms.varied_names(soup.vary):
+      raise ConfigError(f"config key soup.{values_key} is set but soup.vary = {soup.vary!r} does "
+                        f"not name {name}; allowed: add {name} to soup.vary, or leave it empty")
+    if values and len(values) != soup.m:
+      raise ConfigError(f"config key soup.{values_key} has {len(values)} values; allowed: "
+                        f"soup.m = {soup.m} values (one per candidate) or none")
   streams = data.DATASETS[config.dataset.name].load is None
   if streams and config.dataset.augment not in ("auto", "none"):
     raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "

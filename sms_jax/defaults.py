@@ -48,6 +48,39 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every_epochs = 1
   config.train.epoch_loop = "auto"  # auto | scan | steps: how an in-memory epoch runs.
 
+  # Pruning phases (strategies imp, imp_mx, sms): phase k prunes to sparsity
+  # 1 - (1 - goal_sparsity) ** (k / n_phases) of the prunable weights.
+  config.prune = ml_collections.ConfigDict()
+  config.prune.goal_sparsity = 0.9
+  config.prune.n_phases = 3
+  config.prune.selector = "global"  # global | uniform | random
+  config.prune.keep_first_dense = False  # Never prune the first conv / dense kernel.
+  config.prune.keep_last_dense = False  # Never prune the classifier.
+
+  config.retrain = ml_collections.ConfigDict()
+  config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr
+  config.retrain.epochs_per_phase = 10  # imp_mx retrains soup.m times longer.
+
+  # The m candidates of a phase (sms) and how they are souped.
+  config.soup = ml_collections.ConfigDict()
+  config.soup.m = 4
+  config.soup.method = "uniform"  # uniform | greedy
+  # What differs between candidates: comma-separated names of seed, weight_decay,
+  # learning_rate (the retraining peak), retrain_epochs. Each varied name takes its values
+  # from the list below (m entries) or, if that is empty, from a default spread.
+  config.soup.vary = "seed"
+  config.soup.seeds = ()  # Offsets added to the data seed; default 0, 1, ..., m-1.
+  config.soup.weight_decays = ()  # Default: train.weight_decay * 2 ** linspace(-1, 1, m).
+  config.soup.learning_rates = ()  # Default: the peak * linspace(0.5, 1.5, m).
+  config.soup.retrain_epochs = ()  # Default: epochs_per_phase * linspace(0.5, 1.5, m).
+  config.soup.bn_recalibration_frac = 0.2  # Of the training split, before each soup eval.
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.candidate_execution = "auto"  # auto | vmap | map | loop
+
+  config.ood = ml_collections.ConfigDict()
+  config.ood.severity = 3  # Corruption severity 1-5 for the OOD evaluation; 0 = none.
+
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 1
   config.checkpoint.keep = 2

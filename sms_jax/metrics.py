@@ -1,9 +1,17 @@
-"""Classification metrics computed from logits: loss, accuracy, calibration error."""
+"""Metrics: loss, accuracy and calibration error of logits; inference FLOPs of a sparse model;
+distances between soup candidates."""
 
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
+
+from sms_jax.models import param_paths
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -56,3 +64,96 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   ece, mce = calibration_errors(np.exp(log_probs), labels)
   return {"loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
           "accuracy": float((logits.argmax(-1) == labels).mean()), "ece": ece, "mce": mce}
+
+
+def _output_shapes(model: nn.Module, variables: Any,
+                   input_shape: Sequence[int]) -> dict[str, list[tuple[int, ...]]]:
+  """Output shapes of every submodule call on one example, by module path, e.g. "a/conv1".
+
+  Traced abstractly (`jax.eval_shape`): no FLOPs are spent. A module called twice has two.
+  """
+  def forward(variables, x):
+    return model.apply(variables, x, train=False, capture_intermediates=True,
+                       mutable=["intermediates"])[1]["intermediates"]
+
+  example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  flat = traverse_util.flatten_dict(jax.eval_shape(forward, variables, example))
+  return {"/".join(path[:-1]): [out.shape for out in outputs]
+          for path, outputs in flat.items() if path[-1] == "__call__"}
+
+
+def layer_flops(model: nn.Module, variables: Any,
+                input_shape: Sequence[int]) -> list[dict[str, Any]]:
+  """Dense and nonzero inference FLOPs (multiply-adds per example) of each kernel, in forward order.
+
+  A kernel's dense FLOPs are its size times the spatial positions of its module's output:
+  conv = C_in*C_out*k_h*k_w*H_out*W_out (1-D: C_in*C_out*k*L_out), linear = in*out. Its nonzero
+  FLOPs scale them by the kernel's fraction of nonzero entries, i.e. nonzero entries times the
+  output positions. Biases, BatchNorm and activations are not counted.
+
+  Args:
+    model: the Flax module.
+    variables: its variables: 'params' and, for BatchNorm models, 'batch_stats'.
+    input_shape: the shape of one example, e.g. (32, 32, 3) or (40, 1).
+  Returns:
+    `[{'name': 'stage1_block0/conv1/kernel', 'dense_flops': int, 'nonzero_flops': int}, ...]`,
+    one record per parameter whose path ends in 'kernel'.
+  """
+  outputs = _output_shapes(model, variables, input_shape)
+  flat = traverse_util.flatten_dict(variables["params"], sep="/")
+  records = []
+  for name in param_paths(model, input_shape):
+    if not name.endswith("/kernel"):
+      continue
+    kernel = np.asarray(flat[name])
+    positions = sum(math.prod(shape[1:-1]) for shape in outputs[name.rsplit("/", 1)[0]])
+    records.append({"name": name, "dense_flops": int(kernel.size * positions),
+                    "nonzero_flops": int(np.count_nonzero(kernel) * positions)})
+  return records
+
+
+def flops_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Totals of `layer_flops` records and the theoretical speedup of the sparse model.
+
+  Returns:
+    `{'dense': int, 'nonzero': int, 'theoretical_speedup': dense / nonzero}`; the speedup is
+    None (JSON null) when no FLOPs are nonzero, where it is unbounded.
+  """
+  dense = sum(r["dense_flops"] for r in records)
+  nonzero = sum(r["nonzero_flops"] for r in records)
+  return {"dense": dense, "nonzero": nonzero,
+          "theoretical_speedup": dense / nonzero if nonzero else None}
+
+
+def candidate_distances(params: Any, soup_params: Any) -> dict[str, list]:
+  """L2 distances and angles between candidates, and their L2 distances to the soup.
+
+  Each candidate is the vector of all its parameters (every leaf, flattened and concatenated),
+  computed in float64 on the host, one leaf at a time.
+
+  Args:
+    params: a pytree whose leaves have a leading candidate axis: `[m, ...]`.
+    soup_params: the soup, the same pytree without the candidate axis.
+  Returns:
+    JSON-ready lists: 'pairwise_l2' `[m][m]`, 'pairwise_angle_deg' `[m][m]` (degrees in
+    [0, 180], 0 on the diagonal; None where a candidate is all zeros) and 'to_soup_l2' `[m]`.
+  """
+  leaves = jax.tree.leaves(params)
+  m = leaves[0].shape[0]
+  squared = np.zeros((m, m))  # squared[i, j] = |w_i - w_j|^2
+  gram = np.zeros((m, m))  # gram[i, j] = <w_i, w_j>
+  to_soup = np.zeros(m)
+  for leaf, soup_leaf in zip(leaves, jax.tree.leaves(soup_params), strict=True):
+    w = np.asarray(leaf, np.float64).reshape(m, -1)
+    gram += w @ w.T
+    to_soup += np.square(w - np.asarray(soup_leaf, np.float64).reshape(1, -1)).sum(1)
+    for i in range(m):  # Differences rather than the Gram matrix: no cancellation.
+      squared[i] += np.square(w - w[i]).sum(1)
+  norms = np.sqrt(np.diag(gram))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    cosine = np.clip(gram / np.outer(norms, norms), -1.0, 1.0)
+  angles = np.degrees(np.arccos(cosine))
+  np.fill_diagonal(angles, 0.0)
+  angles = [[None if np.isnan(a) else float(a) for a in row] for row in angles]
+  return {"pairwise_l2": np.sqrt(squared).tolist(), "pairwise_angle_deg": angles,
+          "to_soup_l2": np.sqrt(to_soup).tolist()}

@@ -1,5 +1,10 @@
-"""Calibration errors against hand-computed cases."""
+"""Calibration errors, FLOPs and candidate distances against hand-computed cases."""
 
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -44,3 +49,98 @@ def test_evaluate_logits_accuracy_and_loss():
   out = metrics.evaluate_logits(logits, labels)
   assert out["accuracy"] == pytest.approx(2 / 3)
   assert out["loss"] == pytest.approx(-(np.log(0.7) + np.log(0.1) + np.log(0.5)) / 3)
+
+
+class _ConvDense(nn.Module):
+  """Conv 3x3 (2 -> 4 channels, stride 2, SAME) on 8x6 images, then Dense(5)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3), strides=(2, 2), padding="SAME", name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+    return nn.Dense(5, name="dense")(x.reshape((x.shape[0], -1)))
+
+
+def _conv_dense_variables():
+  model = _ConvDense()
+  return model, model.init(jax.random.key(0), jnp.zeros((1, 8, 6, 2)), train=False)
+
+
+def test_layer_flops_match_the_formulas():
+  model, variables = _conv_dense_variables()
+  records = metrics.layer_flops(model, variables, (8, 6, 2))
+  # Stride 2, SAME: output 4x3. Conv: C_in*C_out*k_h*k_w*H_out*W_out; dense: in*out.
+  conv, dense = 2 * 4 * 3 * 3 * 4 * 3, (4 * 3 * 4) * 5
+  assert records == [{"name": "conv/kernel", "dense_flops": conv, "nonzero_flops": conv},
+                     {"name": "dense/kernel", "dense_flops": dense, "nonzero_flops": dense}]
+  assert metrics.flops_summary(records) == {
+      "dense": conv + dense, "nonzero": conv + dense, "theoretical_speedup": 1.0}
+
+
+class _Conv1D(nn.Module):
+  """Conv k=5 (2 -> 3 channels, stride 2, SAME) on signals of length 40."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Conv(3, (5,), strides=(2,), padding="SAME", name="conv")(x)
+
+
+def test_layer_flops_of_a_1d_conv():
+  variables = _Conv1D().init(jax.random.key(0), jnp.zeros((1, 40, 2)))
+  records = metrics.layer_flops(_Conv1D(), variables, (40, 2))
+  assert records[0]["dense_flops"] == 2 * 3 * 5 * 20  # C_in * C_out * k * L_out
+
+
+def test_zeroing_half_a_kernel_halves_its_nonzero_flops():
+  model, variables = _conv_dense_variables()
+  params = jax.tree.map(np.array, variables["params"])
+  params["conv"]["kernel"][:, :, :, :2] = 0.0  # Half of the output channels.
+  records = metrics.layer_flops(model, {**variables, "params": params}, (8, 6, 2))
+  conv, dense = records
+  assert conv["nonzero_flops"] * 2 == conv["dense_flops"]
+  assert dense["nonzero_flops"] == dense["dense_flops"]
+  total = conv["dense_flops"] + dense["dense_flops"]
+  assert metrics.flops_summary(records)["theoretical_speedup"] == pytest.approx(
+      total / (conv["dense_flops"] / 2 + dense["dense_flops"]))
+
+
+def test_flops_summary_without_nonzero_flops_is_json_safe():
+  summary = metrics.flops_summary([{"name": "k", "dense_flops": 10, "nonzero_flops": 0}])
+  assert summary == {"dense": 10, "nonzero": 0, "theoretical_speedup": None}
+  json.dumps(summary, allow_nan=False)
+
+
+def test_candidate_distances_against_numpy():
+  rng = np.random.default_rng(0)
+  stack = {"a": rng.normal(size=(3, 4, 5)), "b": {"c": rng.normal(size=(3, 7))}}
+  soup = jax.tree.map(lambda w: w.mean(0), stack)
+  flat = np.concatenate([stack["a"].reshape(3, -1), stack["b"]["c"]], 1)
+  out = metrics.candidate_distances(stack, soup)
+  json.dumps(out, allow_nan=False)
+  for i in range(3):
+    assert out["to_soup_l2"][i] == pytest.approx(np.linalg.norm(flat[i] - flat.mean(0)))
+    for j in range(3):
+      assert out["pairwise_l2"][i][j] == pytest.approx(np.linalg.norm(flat[i] - flat[j]))
+      cosine = flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j])
+      expected = 0.0 if i == j else np.degrees(np.arccos(cosine))
+      assert out["pairwise_angle_deg"][i][j] == pytest.approx(expected, abs=1e-9)
+
+
+def test_candidate_angles_of_known_vectors():
+  # Split over two leaves: e1, e2 (orthogonal), -e1 (opposite), 2*e1 + 2*e2 (45 degrees).
+  stack = {"x": np.array([[1.0], [0.0], [-1.0], [2.0]]),
+           "y": jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])}
+  soup = {"x": np.zeros(1), "y": np.zeros(2)}
+  out = metrics.candidate_distances(stack, soup)
+  angles = np.array(out["pairwise_angle_deg"])
+  np.testing.assert_allclose(angles[0], [0, 90, 180, 45], atol=1e-6)
+  np.testing.assert_allclose(angles[1], [90, 0, 90, 45], atol=1e-6)
+  np.testing.assert_allclose(out["to_soup_l2"], [1, 1, 1, np.sqrt(8)])
+  assert out["pairwise_l2"][0][2] == pytest.approx(2.0)
+
+
+def test_candidate_angles_of_nearly_equal_vectors_are_finite():
+  w = np.random.default_rng(1).normal(size=1000)
+  stack = {"w": np.stack([w, w * (1 + 1e-12)])}  # Cosine rounds above 1 without clipping.
+  out = metrics.candidate_distances(stack, {"w": w})
+  assert out["pairwise_angle_deg"][0][1] == pytest.approx(0.0, abs=1e-4)

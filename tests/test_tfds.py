@@ -16,7 +16,7 @@ import pytest
 from configs import default
 import sms_jax.data
 from sms_jax import experiment
-from sms_jax.data import tfds_source
+from sms_jax.data import corruptions, tfds_source
 
 N_TRAIN, N_TEST = 40, 12
 IMAGE_SIZE = 32  # stream_batches' output side in these tests
@@ -62,10 +62,11 @@ def _write(name, data_dir, splits, file_format=None):
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, dict({key: f"{split}_{i:05d}" for key in extra}, image=image, label=int(label))
 
+  name, _, config = name.partition("/")  # A config, as in 'cifar10_corrupted/fog_3', or ''.
   tfds.dataset_builders.store_as_tfds_dataset(
-      name=name, version=str(real.version), features=features, data_dir=data_dir,
-      split_datasets={split: examples(split, *xy) for split, xy in splits.items()},
-      file_format=file_format, disable_shuffling=True)
+      name=name, config=config or None, version=str(real.version), features=features,
+      data_dir=data_dir, file_format=file_format, disable_shuffling=True,
+      split_datasets={split: examples(split, *xy) for split, xy in splits.items()})
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,31 @@ def test_not_prepared_imagenet_names_the_manual_download(tmp_path):
   with pytest.raises(tfds_source.DatasetNotPreparedError, match="manual_dir") as error:
     tfds_source.num_examples("imagenet2012", "train", str(tmp_path))
   assert "ILSVRC2012_img_train.tar" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cifar10_corrupted_is_standardised_like_the_training_data(data_dir):
+  rng = np.random.default_rng(3)
+  written = {}
+  for name in ("gaussian_noise", "contrast"):
+    written[name] = _random_split(rng, N_TEST, (32, 32, 3), 10)
+    _write(f"cifar10_corrupted/{name}_2", data_dir, {"test": written[name]})
+  reference = rng.integers(0, 256, (N_TRAIN, 32, 32, 3), dtype=np.uint8)
+  out = corruptions.tfds_cifar10_corrupted(data_dir, reference, ("gaussian_noise", "contrast"),
+                                           severity=2)
+  assert list(out) == ["gaussian_noise", "contrast"]
+  for name, (x, y) in out.items():
+    expected, = sms_jax.data.standardize(reference, written[name][0])
+    np.testing.assert_allclose(x, expected, rtol=1e-6)
+    np.testing.assert_array_equal(y, written[name][1])
+    assert x.dtype == np.float32 and y.dtype == np.int32
+  # One configuration missing: nothing, and no error.
+  assert corruptions.tfds_cifar10_corrupted(data_dir, reference, ("contrast", "fog"), 2) is None
+
+
+def test_cifar10_corrupted_not_prepared_is_none(tmp_path):
+  reference = np.zeros((2, 32, 32, 3), np.uint8)
+  assert corruptions.tfds_cifar10_corrupted(str(tmp_path), reference) is None
+  assert not any(tmp_path.iterdir())  # Nothing was downloaded or written.
 
 
 def test_num_examples_of_a_slice(imagenet, data_dir):

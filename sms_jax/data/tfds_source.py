@@ -155,6 +155,21 @@ def load_arrays(name: str, data_dir: str | None) -> tuple[Split, Split, int]:
   return _read_split(builder, "train"), _read_split(builder, "test"), num_classes
 
 
+def load_split(name: str, split: str, data_dir: str | None) -> Split:
+  """Loads one split of a TFDS image classification dataset into memory.
+
+  Args:
+    name: a TFDS name (with config, e.g. 'cifar10_corrupted/fog_3') with 'image' and 'label'.
+    split: a TFDS split string, e.g. 'test'.
+    data_dir: the TFDS data directory; None for TFDS's default.
+  Returns:
+    `Split(x: [n, h, w, c] uint8, y: [n] int32)`.
+  Raises:
+    DatasetNotPreparedError: the dataset is not prepared in `data_dir`.
+  """
+  return _read_split(prepared_builder(name, data_dir), split)
+
+
 def num_examples(name: str, split: str, data_dir: str | None) -> int:
   """Number of examples of a TFDS split string, e.g. 'train[10%:]'."""
   return prepared_builder(name, data_dir).info.splits[split].num_examples

@@ -1,5 +1,6 @@
 """Experiment strategies: each turns a validated config and a dataset into results."""
 
-from sms_jax.strategies import dense
+from sms_jax.strategies import dense, sms
 
-STRATEGIES = {"dense": dense.run}
+STRATEGIES = {"dense": dense.run, "imp": sms.run_imp, "imp_mx": sms.run_imp_mx,
+              "sms": sms.run_sms}

@@ -14,7 +14,7 @@ import optax
 
 from sms_jax import checkpoints, metrics, report
 from sms_jax.data import Dataset, Split, Stream
-from sms_jax.training import steps
+from sms_jax.training import retrain, steps
 from sms_jax.training.state import TrainState
 
 # (state, epoch) -> (state, {'loss': [steps], 'accuracy': [steps]})
@@ -39,40 +39,90 @@ def resolve_epoch_loop(epoch_loop: str) -> str:
   return "steps" if jax.default_backend() == "cpu" else "scan"
 
 
-def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, batch_size: int,
-                     epoch_loop: str, log: Callable[[str], None], **step_kwargs) -> EpochFn:
-  """Epochs over in-memory data with data key `fold_in(key, epoch)`.
+# (state, keys, active) -> (state, {'loss': [steps(, m)], 'accuracy': [steps(, m)]})
+KeyedEpochFn = Callable[[TrainState, jax.Array, Any], tuple[TrainState, dict[str, jax.Array]]]
 
-  `epoch_loop` 'scan' runs an epoch as one compiled `lax.scan`; 'steps' dispatches one
-  compiled step per batch from Python (same batches, same augmentation); 'auto' picks.
+
+def epoch_runner(state: TrainState, dataset: Dataset, *, batch_size: int, epoch_loop: str,
+                 log: Callable[[str], None], stacked: str | None = None,
+                 **step_kwargs) -> KeyedEpochFn:
+  """Compiles one in-memory epoch of `state` (or of stacked candidates) as a function of keys.
+
+  Args:
+    state: the state to train (`[m, ...]` leaves when `stacked`), used for shapes only.
+    dataset: in-memory data; the epoch's batches and augmentation are functions of a key.
+    batch_size: examples per step.
+    epoch_loop: 'scan' runs the epoch as one compiled `lax.scan`; 'steps' dispatches one
+      compiled step per batch (same batches, same results); 'auto' picks per backend.
+    log: progress lines.
+    stacked: None for one state; 'vmap' or 'map' for m stacked candidates, whose steps run
+      as `jax.vmap` or `lax.map` over the candidate axis.
+    **step_kwargs: model, tx, label_smoothing for `steps.train_step`.
+  Returns:
+    `run(state, keys, active)`: one epoch. For one state `keys` is the epoch's key and
+    `active` is None; for candidates `keys: [m]` and `active: [m]` bool (inactive
+    candidates keep their state; their metrics are computed but not applied).
   """
   train_x, train_y = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  num_examples = dataset.train.num_examples
-  tic = time.perf_counter()
-  scan = resolve_epoch_loop(epoch_loop) == "scan"
-  if scan:
-    epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=batch_size,
-                                         augment=dataset.augment, **step_kwargs),
-                       donate_argnums=0)
-    compiled = epoch_fn.lower(state, key, train_x, train_y).compile()
-    run = lambda state, epoch: compiled(state, jax.random.fold_in(key, epoch), train_x, train_y)
+  num_steps = dataset.steps_per_epoch(batch_size)
+  one_step = functools.partial(steps.train_epoch_step, augment=dataset.augment, **step_kwargs)
+  plan = functools.partial(steps.epoch_plan, num_examples=dataset.train.num_examples,
+                           batch_size=batch_size)
+  if stacked is None:
+    step = lambda s, active, aug, i, batches, x, y: one_step(s, aug, i, batches, x, y)
   else:
-    plan = jax.jit(steps.epoch_plan, static_argnums=(1, 2))
-    batches, augment_key = plan(key, num_examples, batch_size)
-    step_fn = jax.jit(functools.partial(steps.train_epoch_step, augment=dataset.augment,
-                                        **step_kwargs), donate_argnums=0)
-    step_fn = step_fn.lower(state, augment_key, 0, batches, train_x, train_y).compile()
+    def guarded(s, active, aug, i, batches, x, y):
+      new, step_metrics = one_step(s, aug, i, batches, x, y)
+      return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, s), step_metrics
+    if stacked == "vmap":
+      step = jax.vmap(guarded, in_axes=(0, 0, 0, None, 0, None, None))
+    elif stacked == "map":
+      step = lambda s, active, aug, i, batches, x, y: jax.lax.map(
+          lambda c: guarded(c[0], c[1], c[2], i, c[3], x, y), (s, active, aug, batches))
+    else:
+      raise ValueError(f"unknown stacked execution {stacked!r}; allowed: vmap, map")
+    plan = jax.vmap(plan)
 
-    def run(state, epoch):
-      batches, augment_key = plan(jax.random.fold_in(key, epoch), num_examples, batch_size)
+  tic = time.perf_counter()
+  keys = jax.random.split(jax.random.key(0), jax.tree.leaves(state)[0].shape[0]) if stacked \
+      else jax.random.key(0)
+  active = jnp.ones(keys.shape, bool) if stacked else None
+  if resolve_epoch_loop(epoch_loop) == "scan":
+    def epoch(s, keys, active, x, y):
+      batches, aug = plan(keys)
+      return jax.lax.scan(lambda s, i: step(s, active, aug, i, batches, x, y), s,
+                          jnp.arange(num_steps))
+    compiled = jax.jit(epoch, donate_argnums=0).lower(state, keys, active, train_x,
+                                                      train_y).compile()
+    run = lambda s, keys, active: compiled(s, keys, active, train_x, train_y)
+  else:
+    plan = jax.jit(plan)
+    batches, aug = plan(keys)
+    compiled = jax.jit(step, donate_argnums=0).lower(state, active, aug, 0, batches, train_x,
+                                                     train_y).compile()
+
+    def run(s, keys, active):
+      batches, aug = plan(keys)
       step_metrics = []
-      for i in range(batches.shape[0]):
-        state, m = step_fn(state, augment_key, i, batches, train_x, train_y)
+      for i in range(num_steps):
+        s, m = compiled(s, active, aug, i, batches, train_x, train_y)
         step_metrics.append(m)
-      return state, _stack(step_metrics)
-
-  log(f"compiled the training {'epoch' if scan else 'step'} in {time.perf_counter() - tic:.1f} s")
+      return s, _stack(step_metrics)
+  log(f"compiled the training {'epoch' if resolve_epoch_loop(epoch_loop) == 'scan' else 'step'}"
+      f"{f' of {keys.shape[0]} stacked candidates ({stacked})' if stacked else ''} in "
+      f"{time.perf_counter() - tic:.1f} s")
   return run
+
+
+def in_memory_epochs(state: TrainState, dataset: Dataset, key: jax.Array, *, batch_size: int,
+                     epoch_loop: str, log: Callable[[str], None], **step_kwargs) -> EpochFn:
+  """Epochs of one state over in-memory data, epoch `e` drawing its data from `fold_in(key, e)`.
+
+  See `epoch_runner` for the arguments.
+  """
+  run = epoch_runner(state, dataset, batch_size=batch_size, epoch_loop=epoch_loop, log=log,
+                     **step_kwargs)
+  return lambda state, epoch: run(state, jax.random.fold_in(key, epoch), None)
 
 
 def _stack(step_metrics: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
@@ -125,6 +175,10 @@ class Evaluator:
                for x, y in data.batches(self._batch_size, train=False)]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
+  def predict(self, state: TrainState, inputs: np.ndarray) -> np.ndarray:
+    """Eval-mode logits `[n, num_classes]` of in-memory `inputs: [n, ...]`."""
+    return np.asarray(self._predict(state, inputs))
+
   def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
     """Loss, accuracy, ECE and MCE on `split`; {} if the split is empty."""
     if split not in self._splits:
@@ -132,20 +186,59 @@ class Evaluator:
     return metrics.evaluate_logits(*self.logits_and_labels(state, split))
 
 
-def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation,
-        dataset: Dataset, train_config: ml_collections.ConfigDict, key: jax.Array,
-        checkpointer: checkpoints.Checkpointer, every_epochs: int, evaluator: Evaluator,
-        scalars: report.ScalarWriter | None = None,
-        log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
-  """Trains `state` for `train_config.epochs` epochs, resuming from `checkpointer` if it can.
+def _summarise(values: Any) -> float | list[float | None]:
+  """A JSON value: a float, or a list per candidate with None for NaN (inactive) entries."""
+  values = np.asarray(values, np.float64)
+  if values.ndim == 0:
+    return float(values)
+  return [None if np.isnan(v) else float(v) for v in values]
 
-  Epoch `e` (0-based) draws its batches from `(key, e)` alone, so a resumed run replays
-  exactly the batches of an uninterrupted one. A checkpoint is written every `every_epochs`
-  epochs and after the last; its metadata holds the history and the elapsed training time.
+
+def epoch_record(epoch: int, step_metrics: dict[str, Any], opt_state: Any) -> dict[str, Any]:
+  """One history record from an epoch's per-step metrics `[steps]` or `[steps, m]`.
+
+  A metrics entry 'active' (`[m]` bool) marks candidates that did not train this epoch;
+  their values are None.
+  """
+  active = step_metrics.get("active")
+  record = {"epoch": epoch}
+  for name in ("loss", "accuracy"):
+    values = np.asarray(step_metrics[name], np.float64).mean(0)
+    if active is not None:
+      values = np.where(active, values, np.nan)
+    record[f"train_{name}"] = _summarise(values)
+  record["learning_rate"] = _summarise(retrain.current_learning_rate(opt_state))
+  return record
+
+
+def _finite_loss(step_metrics: dict[str, Any]) -> bool:
+  """True if the mean training loss of every (active) candidate is finite."""
+  losses = np.asarray(step_metrics["loss"], np.float64).mean(0)
+  active = step_metrics.get("active")
+  return bool(np.isfinite(losses if active is None else losses[np.asarray(active)]).all())
+
+
+def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
+        evaluate: Callable[[TrainState], dict[str, Any]],
+        checkpointer: checkpoints.Checkpointer, every_epochs: int, eval_every_epochs: int,
+        images_per_epoch: int, scalars: report.ScalarWriter | None = None,
+        scalar_prefix: str = "", scalar_offset: int = 0,
+        log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
+  """Trains `state` for `epochs` epochs of `run_epoch`, resuming from `checkpointer` if it can.
+
+  `run_epoch(state, e)` must draw epoch `e`'s data from `e` alone (see `in_memory_epochs`),
+  so a resumed run replays exactly the batches of an uninterrupted one. The validation
+  metrics (`evaluate(state)`: floats, or lists per stacked candidate) are recorded every
+  `eval_every_epochs` epochs and after the last. A checkpoint is written every
+  `every_epochs` epochs and after the last; its metadata holds the history and the elapsed
+  training time. TensorBoard scalars go to `scalar_prefix + name` at step
+  `scalar_offset + epoch`.
 
   Returns:
     (state, history, elapsed_s): the final state, one record per epoch, and the wall time
     spent in this function summed over all (resumed) invocations.
+  Raises:
+    NonFiniteLossError: the training loss of an epoch was NaN or infinite.
   """
   history, elapsed_before, start_epoch = [], 0.0, 0
   restored = checkpointer.restore_latest(state)
@@ -153,42 +246,43 @@ def fit(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation
     start_epoch, state, meta = restored
     history, elapsed_before = meta["history"], meta["elapsed_s"]
     log(f"resumed from checkpoint at epoch {start_epoch} in {checkpointer.directory}")
-  epochs = train_config.epochs
   if start_epoch >= epochs:
     return state, history, elapsed_before
 
-  begin = time.perf_counter()
-  step_kwargs = dict(model=model, tx=tx, label_smoothing=train_config.label_smoothing,
-                     batch_size=train_config.batch_size)
-  run_epoch = (streamed_epochs(dataset, key, log=log, **step_kwargs) if dataset.streaming else
-               in_memory_epochs(state, dataset, key, epoch_loop=train_config.epoch_loop, log=log,
-                                **step_kwargs))
-  batch_size = train_config.batch_size
-  images_per_epoch = dataset.steps_per_epoch(batch_size) * batch_size
-  epoch_times = []
+  begin, epoch_times = time.perf_counter(), []
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
     state, step_metrics = run_epoch(state, epoch)
-    record = {"epoch": epoch + 1,
-              "train_loss": float(np.mean(step_metrics["loss"])),
-              "train_accuracy": float(np.mean(step_metrics["accuracy"])),
-              "learning_rate": float(state.opt_state.hyperparams["learning_rate"])}
+    record = epoch_record(epoch + 1, step_metrics, state.opt_state)
     epoch_times.append(time.perf_counter() - tic)
-    if not math.isfinite(record["train_loss"]):
+    if not _finite_loss(step_metrics):
       kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) stays in "
               f"{checkpointer.directory}" if history else "no checkpoint was written")
       raise NonFiniteLossError(
           f"training loss became {record['train_loss']} in epoch {epoch + 1}; {kept}; try a "
           "lower train.learning_rate in a new --workdir")
-    if (epoch + 1) % train_config.eval_every_epochs == 0 or epoch + 1 == epochs:
-      record.update({f"val_{k}": v for k, v in evaluator.evaluate(state, "val").items()})
+    if (epoch + 1) % eval_every_epochs == 0 or epoch + 1 == epochs:
+      record.update({f"val_{k}": v for k, v in evaluate(state).items()})
     record["time_s"] = time.perf_counter() - tic
     history.append(record)
     eta = np.mean(epoch_times) * (epochs - epoch - 1)
     log(report.epoch_line(epoch + 1, epochs, record, images_per_epoch / epoch_times[-1], eta))
     if scalars is not None:
-      scalars.write(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
+      scalars.write(scalar_offset + epoch + 1,
+                    {scalar_prefix + k: v for k, v in record.items() if k != "epoch"})
     if (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
       elapsed = elapsed_before + time.perf_counter() - begin
       checkpointer.save(epoch + 1, state, {"history": history, "elapsed_s": elapsed})
   return state, history, elapsed_before + time.perf_counter() - begin
+
+
+def train_epochs(state: TrainState, dataset: Dataset, key: jax.Array, train_config, *,
+                 model: nn.Module, tx: optax.GradientTransformation,
+                 log: Callable[[str], None] = report.log) -> EpochFn:
+  """The epochs of one model on `dataset`: streamed, or in memory (see `in_memory_epochs`)."""
+  step_kwargs = dict(model=model, tx=tx, label_smoothing=train_config.label_smoothing,
+                     batch_size=train_config.batch_size)
+  if dataset.streaming:
+    return streamed_epochs(dataset, key, log=log, **step_kwargs)
+  return in_memory_epochs(state, dataset, key, epoch_loop=train_config.epoch_loop, log=log,
+                          **step_kwargs)

@@ -1,0 +1,6 @@
+"""Sparsity as pytrees: masks, the optax masking transform, and pruning."""
+
+from sms_jax.sparsity.masks import (apply_masks, count_alive, create_masks, layer_stats,
+                                    masks_equal, path_name, prunable_filter, sparsity)
+from sms_jax.sparsity.pruning import SELECTORS, phase_sparsity, prune
+from sms_jax.sparsity.transform import MaskedUpdatesState, masked_updates, prune_opt_state

@@ -1,0 +1,93 @@
+"""Pruning: new masks that keep exactly the requested number of weights.
+
+Selectors (`prune.selector`): 'global' magnitude over all prunable weights (the SMS
+default), 'uniform' magnitude per layer (every layer keeps the same fraction of its alive
+weights), and 'random' (uniform per-layer counts, random choice). Counts are exact: the
+weights to keep are the top-k scores with ties broken by position (lower index first), so
+the achieved sparsity equals the target to within one weight per layer. Pruned weights
+never come back: only alive weights compete.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SELECTORS = ("global", "uniform", "random")
+
+
+def phase_sparsity(goal: float, n_phases: int, phase: int) -> float:
+  """Sparsity after `phase` (1-based) of `n_phases`: `1 - (1 - goal) ** (phase / n_phases)`.
+
+  Each phase prunes the fraction `1 - (1 - goal) ** (1 / n_phases)` of the weights still alive.
+  """
+  return 1.0 - (1.0 - goal) ** (phase / n_phases)
+
+
+def keep_top_k(scores: jax.Array, k: jax.Array) -> jax.Array:
+  """Bool mask of the `k` largest of `scores: [n]`; ties go to the lower index. `k` may be traced."""
+  order = jnp.argsort(-scores, stable=True)
+  return jnp.zeros(scores.shape, bool).at[order].set(jnp.arange(scores.size) < k)
+
+
+def _scores(params: Any, masks: Any, selector: str, key: jax.Array) -> list[jax.Array]:
+  """Flat scores per prunable leaf; pruned entries get -1 (below every alive score)."""
+  leaves = [(p, m) for p, m in zip(jax.tree.leaves(params),
+                                   jax.tree.leaves(masks, is_leaf=lambda x: x is None))
+            if m is not None]
+  keys = jax.random.split(key, max(1, len(leaves)))
+  out = []
+  for (p, m), k in zip(leaves, keys):
+    raw = jax.random.uniform(k, p.shape) if selector == "random" else jnp.abs(p)
+    out.append(jnp.where(m, raw, -1.0).ravel())
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("selector",))
+def _prune(params, masks, counts, key, *, selector):
+  """`counts`: int32 `[1]` (global) or `[layers]` (per layer) numbers of weights to keep."""
+  scores = _scores(params, masks, selector, key)
+  if selector == "global":
+    keep = keep_top_k(jnp.concatenate(scores), counts[0])
+    kept = jnp.split(keep, np.cumsum([s.size for s in scores])[:-1])
+  else:
+    kept = [keep_top_k(s, c) for s, c in zip(scores, counts)]
+  kept = iter(kept)
+  return jax.tree.map(lambda m: None if m is None else next(kept).reshape(m.shape), masks,
+                      is_leaf=lambda x: x is None)
+
+
+def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "global",
+          key: jax.Array | None = None) -> Any:
+  """New masks with sparsity `target_sparsity` over the prunable leaves of `masks`.
+
+  Args:
+    params: the parameters whose magnitudes are scored (pruned entries are ignored).
+    masks: current masks (`create_masks` for a dense model); only alive entries are kept.
+    target_sparsity: fraction of prunable weights pruned afterwards; at least the current one.
+    selector: one of SELECTORS.
+    key: PRNG key, needed for the 'random' selector.
+  Returns:
+    Masks of the same structure; for 'global' exactly `round((1 - target) * total)` alive
+    entries, for 'uniform'/'random' each layer keeps `round(alive_l * (1 - target) / (1 -
+    current))` of its `alive_l` weights.
+  """
+  if selector not in SELECTORS:
+    raise ValueError(f"unknown pruning selector {selector!r}; allowed: {', '.join(SELECTORS)}")
+  if selector == "random" and key is None:
+    raise ValueError("the 'random' pruning selector needs a PRNG key")
+  alive = [int(np.count_nonzero(np.asarray(m))) for m in jax.tree.leaves(masks)]
+  total = sum(int(np.size(m)) for m in jax.tree.leaves(masks))
+  current = 1.0 - sum(alive) / total
+  if not current - 1e-9 <= target_sparsity <= 1.0:
+    raise ValueError(f"target sparsity {target_sparsity} is not allowed; allowed: from the "
+                     f"current sparsity {current:.6f} to 1")
+  if selector == "global":
+    counts = [round((1.0 - target_sparsity) * total)]
+  else:
+    ratio = (1.0 - target_sparsity) / (1.0 - current) if sum(alive) else 0.0
+    counts = [round(a * ratio) for a in alive]
+  key = jax.random.key(0) if key is None else key
+  return _prune(params, masks, jnp.asarray(counts, jnp.int32), key, selector=selector)

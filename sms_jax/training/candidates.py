@@ -1,0 +1,109 @@
+"""The m candidates of a phase: one stacked state, trained by one compiled program.
+
+Every leaf of a stacked state has a leading candidate axis `[m, ...]`. The candidates'
+differing hyperparameters (weight decay, peak learning rate, retraining budget) are arrays
+in their optimizer states, and their data orders differ by key, so one compiled step trains
+all m. How the candidate axis executes (`parallel.candidate_execution`):
+  vmap  one vectorised step (convolutions become grouped convolutions);
+  map   `lax.map` over the candidates inside one compiled step;
+  loop  one compiled single-candidate step called for each candidate in turn;
+  auto  'loop' on CPU, where vmap and lax.map of conv nets measured 3-4x slower than a
+        loop (bench/RESULTS.md), and 'vmap' on accelerators.
+All give the same results up to floating-point reassociation.
+"""
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sms_jax.data import Dataset
+from sms_jax.training import loop
+from sms_jax.training.state import TrainState
+
+EXECUTIONS = ("auto", "vmap", "map", "loop")
+
+
+def resolve_execution(execution: str) -> str:
+  """'auto' is 'loop' on CPU and 'vmap' on accelerators; other values pass through."""
+  if execution not in EXECUTIONS:
+    raise ValueError(f"unknown candidate execution {execution!r}; allowed: "
+                     f"{', '.join(EXECUTIONS)}")
+  if execution != "auto":
+    return execution
+  return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """One tree with leaves `[m, ...]` from m trees of the same structure."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree: Any) -> list[Any]:
+  """The m trees of a stacked tree `[m, ...]`."""
+  m = jax.tree.leaves(tree)[0].shape[0]
+  return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(m)]
+
+
+def num_candidates(tree: Any) -> int:
+  """m, the leading axis of a stacked tree."""
+  return jax.tree.leaves(tree)[0].shape[0]
+
+
+def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
+                     epochs: Sequence[int], *, execution: str, batch_size: int, epoch_loop: str,
+                     log: Callable[[str], None], **step_kwargs) -> loop.EpochFn:
+  """Epochs of m stacked candidates (streamed data: one candidate after the other).
+
+  Candidate k trains for `epochs[k]` epochs, epoch `e` drawing its data from
+  `fold_in(keys[k], e)`; after its last epoch it stays unchanged while the others go on.
+
+  Args:
+    state: the stacked state `[m, ...]` (for shapes).
+    dataset: in-memory data.
+    keys: `[m]` data keys.
+    epochs: the m candidates' numbers of epochs.
+    execution: one of EXECUTIONS.
+    batch_size, epoch_loop, log, **step_kwargs: as for `loop.epoch_runner`.
+  Returns:
+    `run(state, epoch) -> (state, metrics)`, metrics `{'loss', 'accuracy': [steps, m],
+    'active': [m]}` (candidates that did not train this epoch have `active` False).
+  """
+  execution = resolve_execution(execution)
+  m = num_candidates(state)
+  runner_kwargs = dict(batch_size=batch_size, epoch_loop=epoch_loop, log=log, **step_kwargs)
+  if dataset.streaming:  # Each candidate reads its own order from the stream, in turn.
+    streams = [loop.streamed_epochs(dataset, keys[k], batch_size=batch_size, log=log,
+                                    **step_kwargs) for k in range(m)]
+    run_one = lambda s, k, epoch: streams[k](s, epoch)
+    execution = "loop"
+  elif execution == "loop":
+    run_keyed = loop.epoch_runner(unstack(state)[0], dataset, **runner_kwargs)
+    run_one = lambda s, k, epoch: run_keyed(s, jax.random.fold_in(keys[k], epoch), None)
+  if execution == "loop":
+
+    def run(state, epoch):
+      states, active = unstack(state), np.asarray([epoch < e for e in epochs])
+      per_candidate = []
+      for k in range(m):
+        if active[k]:
+          states[k], step_metrics = run_one(states[k], k, epoch)
+          per_candidate.append(step_metrics)
+      steps_ = np.asarray(per_candidate[0]["loss"]).shape[0] if per_candidate else 0
+      filled = iter(per_candidate)
+      merged = [next(filled) if a else {"loss": np.full(steps_, np.nan),
+                                        "accuracy": np.full(steps_, np.nan)} for a in active]
+      step_metrics = {name: np.stack([np.asarray(c[name]) for c in merged], axis=1)
+                      for name in ("loss", "accuracy")}
+      return stack(states), {**step_metrics, "active": active}
+    return run
+
+  run_stacked = loop.epoch_runner(state, dataset, stacked=execution, **runner_kwargs)
+
+  def run(state, epoch):
+    active = np.asarray([epoch < e for e in epochs])
+    state, step_metrics = run_stacked(state, jax.vmap(jax.random.fold_in, (0, None))(keys, epoch),
+                                      jnp.asarray(active))
+    return state, {**step_metrics, "active": active}
+  return run

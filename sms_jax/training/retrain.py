@@ -1,0 +1,141 @@
+"""Retraining after pruning: the learning-rate schedules of the SMS paper and its optimizer.
+
+Schedules (`retrain.schedule`), with maxLR / minLR the largest / smallest learning rate of the
+pretraining schedule (after its warmup), over a retraining budget of `total` iterations:
+  ft    constant minLR;
+  lrw   rewind: replay the last `total` iterations of the pretraining schedule;
+  slr   the pretraining schedule compressed into the budget, after a 10% linear warmup;
+  clr   10% linear warmup from 0 to maxLR, then cosine to minLR;
+  llr   10% linear warmup from 0 to maxLR, then linear decay to 0 (the default);
+  allr  as llr, with the peak chosen per phase from the norm that pruning removed
+        (`allr_peak`).
+A candidate's peak learning rate scales its whole schedule by `peak / maxLR`; its budget
+(`total_steps`) and peak are arrays in the optimizer state, so stacked candidates with
+different values share one compiled step.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sms_jax import sparsity
+from sms_jax.training import schedules
+
+RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
+WARMUP_FRACTION = 0.1
+
+
+class PretrainSchedule(NamedTuple):
+  """The pretraining schedule `fn(step)`, its length and warmup in steps, its max and min."""
+  fn: Callable[[Any], Any]
+  steps: int
+  warmup_steps: int
+  max_lr: float
+  min_lr: float
+
+
+def pretrain_schedule(train_config, steps_per_epoch: int) -> PretrainSchedule:
+  """The pretraining schedule of `train_config` with its largest and smallest learning rate."""
+  fn = schedules.make_schedule(train_config, steps_per_epoch)
+  steps = max(1, int(round(train_config.epochs * steps_per_epoch)))
+  warmup = min(steps - 1, int(round(train_config.warmup_epochs * steps_per_epoch)))
+  values = np.asarray(jax.vmap(fn)(jnp.arange(warmup, steps)))
+  return PretrainSchedule(fn, steps, warmup, float(train_config.learning_rate),
+                          float(values.min()))
+
+
+def learning_rate(kind: str, count: jax.Array, total_steps: jax.Array, peak: jax.Array,
+                  pretrain: PretrainSchedule) -> jax.Array:
+  """Learning rate of retraining iteration `count` of `total_steps` (arrays, may be traced)."""
+  count = jnp.asarray(count, jnp.float32)
+  total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
+  warm = jnp.maximum(jnp.round(WARMUP_FRACTION * total), 1.0)
+  after = jnp.clip((count - warm) / jnp.maximum(total - warm, 1.0), 0.0, 1.0)
+  warmup = pretrain.max_lr * jnp.minimum(count / warm, 1.0)
+  max_lr, min_lr = pretrain.max_lr, pretrain.min_lr
+  if kind == "ft":
+    lr = jnp.full_like(count, min_lr)
+  elif kind == "lrw":
+    lr = pretrain.fn(jnp.clip(pretrain.steps - total + count, 0, pretrain.steps - 1))
+  elif kind == "slr":
+    compressed = pretrain.warmup_steps + after * (pretrain.steps - 1 - pretrain.warmup_steps)
+    lr = jnp.where(count < warm, warmup, pretrain.fn(compressed))
+  elif kind == "clr":
+    lr = jnp.where(count < warm, warmup,
+                   min_lr + (max_lr - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * after)))
+  elif kind in ("llr", "allr"):
+    lr = jnp.where(count < warm, warmup, max_lr * (1.0 - after))
+  else:
+    raise ValueError(f"unknown retrain.schedule {kind!r}; allowed: {', '.join(RETRAIN_SCHEDULES)}")
+  return jnp.asarray(lr, jnp.float32) * (peak / max_lr)
+
+
+def allr_peak(norm_drop: float, prune_rate: float, epochs_per_phase: float,
+              pretrain_epochs: float, max_lr: float) -> float:
+  """ALLR's peak: `clip(norm_drop / sqrt(prune_rate) * maxLR, min(e / E, 1) * maxLR, maxLR)`.
+
+  Args:
+    norm_drop: relative L2 norm of the weights removed by this phase's pruning.
+    prune_rate: fraction of the alive weights this phase pruned.
+    epochs_per_phase, pretrain_epochs: retraining and pretraining lengths.
+    max_lr: the pretraining schedule's peak.
+  """
+  low = min(epochs_per_phase / pretrain_epochs, 1.0) * max_lr
+  return float(np.clip(norm_drop / np.sqrt(max(prune_rate, 1e-12)) * max_lr, low, max_lr))
+
+
+class RetrainLRState(NamedTuple):
+  """Iteration count, the candidate's peak and budget, and the last learning rate used."""
+  count: jax.Array
+  peak_learning_rate: jax.Array
+  total_steps: jax.Array
+  learning_rate: jax.Array
+
+
+def scale_by_retrain_schedule(kind: str, pretrain: PretrainSchedule, peak_learning_rate: float,
+                              total_steps: int) -> optax.GradientTransformation:
+  """Scales updates by `-learning_rate(kind, count, ...)`; peak and budget live in the state."""
+
+  def init_fn(params):
+    del params
+    return RetrainLRState(jnp.zeros((), jnp.int32), jnp.float32(peak_learning_rate),
+                          jnp.int32(total_steps), jnp.float32(0.0))
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = learning_rate(kind, state.count, state.total_steps, state.peak_learning_rate, pretrain)
+    updates = jax.tree.map(lambda u: -lr.astype(u.dtype) * u, updates)
+    return updates, state._replace(count=state.count + 1, learning_rate=lr)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def retrain_optimizer(kind: str, pretrain: PretrainSchedule, masks: Any, *,
+                      peak_learning_rate: float, total_steps: int, weight_decay: float,
+                      momentum: float, nesterov: bool) -> optax.GradientTransformation:
+  """SGD for retraining: coupled weight decay, momentum, the retraining schedule, the masks.
+
+  Same update rule as `optimizer.sgd`. Weight decay, peak and budget are state arrays, so
+  the `update` of any candidate's optimizer serves all stacked candidates; only `init`
+  differs between them.
+  """
+  return optax.chain(
+      optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay),
+      optax.trace(decay=momentum, nesterov=nesterov),
+      scale_by_retrain_schedule(kind, pretrain, peak_learning_rate, total_steps),
+      sparsity.masked_updates(masks))
+
+
+def current_learning_rate(opt_state: Any) -> jax.Array:
+  """The learning rate of the last update (`[m]` for stacked states): of a retraining
+  optimizer, or of an `inject_hyperparams` optimizer's 'learning_rate'."""
+  is_node = lambda x: isinstance(x, RetrainLRState) or hasattr(x, "hyperparams")
+  for node in jax.tree.leaves(opt_state, is_leaf=is_node):
+    if isinstance(node, RetrainLRState):
+      return node.learning_rate
+    if hasattr(node, "hyperparams") and "learning_rate" in node.hyperparams:
+      return node.hyperparams["learning_rate"]
+  raise ValueError("the optimizer state holds no learning rate")
