@@ -33,6 +33,15 @@ def test_shipped_configs_are_valid(path):
     ("model.name", "resnet19", "model.name = 'resnet19'"),
     ("strategy", "lottery", "strategy = 'lottery'"),
     ("train.milestones", (0.75, 0.5), "increasing fractions"),
+    ("prune.goal_sparsity", 1.0, "prune.goal_sparsity = 1.0"),
+    ("prune.selector", "l1", "one of global, uniform, random"),
+    ("retrain.schedule", "onecycle", "one of ft, lrw, slr, clr, llr, allr"),
+    ("soup.method", "best", "one of uniform, greedy"),
+    ("soup.vary", "seed,momentum", "names among seed, weight_decay, learning_rate"),
+    ("soup.weight_decays", (1e-4, -1.0), "numbers >= 0"),
+    ("soup.bn_recalibration_frac", 0.0, "(0, 1]"),
+    ("parallel.candidate_execution", "pmap", "one of auto, vmap, map, loop"),
+    ("ood.severity", 6, "0..5"),
 ])
 def test_out_of_range_values_are_refused(key, value, expected):
   config = default.get_config()
@@ -87,3 +96,15 @@ def test_unknown_config_argument_is_refused():
   assert cifar10.get_config("resnet56").model.name == "resnet56"
   with pytest.raises(ValueError, match="unknown config argument 'wrn16_8'"):
     cifar10.get_config("wrn16_8")
+
+
+@pytest.mark.parametrize("vary, key, values, expected", [
+    ("seed", "weight_decays", (1e-4, 2e-4, 3e-4, 4e-4), "soup.vary = 'seed' does not name"),
+    ("weight_decay", "weight_decays", (1e-4, 2e-4), "2 values; allowed: soup.m = 4 values"),
+])
+def test_candidate_values_must_match_vary_and_m(vary, key, values, expected):
+  config = default.get_config()
+  config.soup.m, config.soup.vary, config.soup[key] = 4, vary, values
+  with pytest.raises(config_lib.ConfigError, match="allowed") as info:
+    config_lib.validate(config)
+  assert expected in str(info.value)

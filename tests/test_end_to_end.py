@@ -13,9 +13,10 @@ from sms_jax import config as config_lib
 from sms_jax.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ["--config.dataset.num_train=512", "--config.train.epochs=8",
+TINY_FLAGS = ["--config.dataset.num_train=512", "--config.train.epochs=3",
               "--config.train.batch_size=64", "--config.train.eval_batch_size=256",
-              "--config.checkpoint.every_epochs=1"]
+              "--config.prune.n_phases=2", "--config.retrain.epochs_per_phase=3",
+              "--config.soup.m=2", "--config.checkpoint.every_epochs=1"]
 
 
 def _without_times(history):
@@ -110,11 +111,13 @@ def test_cli_refuses_bad_config_in_one_line(tmp_path, override, expected):
 
 
 def test_cli_killed_run_resumes_to_identical_results(tmp_path):
-  """kill -9 in the middle of training, start the same command again: same results."""
+  """kill -9 in the middle of an SMS phase, start the same command again: same results."""
   args = ["--config=configs/mnist1d.py", f"--workdir={tmp_path / 'run'}", *TINY_FLAGS]
   proc = _cli(*args)
+  in_phase_2 = False
   for line in proc.stdout:
-    if line.startswith("epoch 3/"):
+    in_phase_2 = in_phase_2 or line.startswith("phase 2/2")
+    if in_phase_2 and line.startswith("epoch 2/3"):
       proc.send_signal(signal.SIGKILL)
       break
   proc.wait(timeout=60)
@@ -124,7 +127,7 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   proc = _cli(*args)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
-  assert "resumed from checkpoint at epoch" in out
+  assert "resumed after phase 1" in out and "resumed from checkpoint at epoch" in out
   resumed = json.load(open(tmp_path / "run" / "results.json"))
 
   proc = _cli(*args[:1], f"--workdir={tmp_path / 'straight'}", *TINY_FLAGS)
@@ -133,12 +136,13 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   straight = json.load(open(tmp_path / "straight" / "results.json"))
   assert resumed["final"] == straight["final"]
   assert _without_times(resumed["history"]) == _without_times(straight["history"])
+  assert [p["soup"] for p in resumed["phases"]] == [p["soup"] for p in straight["phases"]]
 
 
 def test_default_workdir_is_stable_and_config_specific(tiny_config):
   from sms_jax import main  # pylint: disable=g-import-not-at-top
   first = main.default_workdir(tiny_config, "configs/mnist1d.py:quick")
   assert first == main.default_workdir(tiny_config, "configs/mnist1d.py:quick")
-  assert first.startswith(os.path.join("runs", "mnist1d-dense-"))
+  assert first.startswith(os.path.join("runs", f"mnist1d-{tiny_config.strategy}-"))
   tiny_config.seed = 1
   assert main.default_workdir(tiny_config, "configs/mnist1d.py") != first

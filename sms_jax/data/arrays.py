@@ -1,6 +1,6 @@
 """Host-side dataset containers: splits, validation hold-out, standardisation."""
 
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -51,6 +51,8 @@ class Dataset(NamedTuple):
     num_classes: number of labels.
     augment: the on-device training augmentation, one of `sms_jax.data.device.AUGMENTATIONS`
       ('none' for streams, which augment in their input pipeline).
+    ood_loader: `severity -> {corruption: Split} or None`: a real corrupted test set
+      standardised like `train` (CIFAR-10-C when prepared), read only when called.
   """
   name: str
   train: Split | Stream
@@ -58,6 +60,7 @@ class Dataset(NamedTuple):
   test: Split | Stream
   num_classes: int
   augment: str
+  ood_loader: Callable[[int], dict[str, "Split"] | None] | None = None
 
   @property
   def streaming(self) -> bool:

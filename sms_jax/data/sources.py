@@ -100,6 +100,12 @@ def load(dataset_config) -> Dataset:
   train, val = hold_out_validation(train, dataset_config.val_fraction, VAL_SEED)
   train_x, val_x, test_x = standardize(train.x, train.x, val.x, test.x)
   augment = source.augment if dataset_config.augment == "auto" else dataset_config.augment
+  ood_loader = None
+  if dataset_config.name == "cifar10":
+    from sms_jax.data import corruptions  # pylint: disable=g-import-not-at-top
+    raw_train_x, data_dir = train.x, dataset_config.data_dir or None
+    ood_loader = lambda severity: corruptions.tfds_cifar10_corrupted(
+        data_dir, raw_train_x, severity=severity)
   return Dataset(name=dataset_config.name, train=Split(train_x, train.y),
                  val=Split(val_x, val.y), test=Split(test_x, test.y),
-                 num_classes=num_classes, augment=augment)
+                 num_classes=num_classes, augment=augment, ood_loader=ood_loader)

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from sms_jax import checkpoints, metrics, models, plots, report, soups, sparsity
-from sms_jax.data import Dataset, corruptions
+from sms_jax.data import Dataset, Split, corruptions
 from sms_jax.strategies import dense
 from sms_jax.training import candidates, loop, retrain, state as state_lib
 
@@ -116,6 +116,7 @@ class _Phases:
     self.data_key, self.prune_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
     self.ood_key = jax.random.fold_in(root, 3)
     self.scalar_offset = config.train.epochs
+    self._ood_sets = None  # {name: Split}, built at the first evaluation.
 
   def prune(self, current: dict[str, Any], phase: int) -> tuple[Any, Any, float]:
     """This phase's masks, the pruned params, and the relative L2 norm pruning removed."""
@@ -236,14 +237,21 @@ class _Phases:
     return {**h, "learning_rate": h["learning_rate"] * self.pretrain.max_lr}
 
   def ood(self, soup: state_lib.TrainState) -> dict[str, float]:
-    """Test accuracy of `soup` under each corruption (generated in JAX; in-memory data)."""
+    """Test accuracy of `soup` under corruptions: the dataset's own corrupted test sets when
+    prepared (CIFAR-10-C: 'cifar10_corrupted/<name>'), else corruptions generated in JAX."""
     severity = self.config.ood.severity
     if not severity or self.dataset.streaming:
       return {}
-    x, y = self.dataset.test.x, self.dataset.test.y
-    corrupted = corruptions.corrupted_splits(self.ood_key, jnp.asarray(x), severity)
-    return {name: float((self.evaluator.predict(soup, np.asarray(cx)).argmax(-1) == y).mean())
-            for name, cx in corrupted.items()}
+    if self._ood_sets is None:
+      real = self.dataset.ood_loader(severity) if self.dataset.ood_loader else None
+      if real is not None:
+        self._ood_sets = {f"{self.dataset.name}_corrupted/{k}": v for k, v in real.items()}
+      else:
+        test = self.dataset.test
+        generated = corruptions.corrupted_splits(self.ood_key, jnp.asarray(test.x), severity)
+        self._ood_sets = {k: Split(np.asarray(v), test.y) for k, v in generated.items()}
+    return {name: float((self.evaluator.predict(soup, split.x).argmax(-1) == split.y).mean())
+            for name, split in self._ood_sets.items()}
 
 
 def _log_phase(record: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ all m. How the candidate axis executes (`parallel.candidate_execution`):
   vmap  one vectorised step (convolutions become grouped convolutions);
   map   `lax.map` over the candidates inside one compiled step;
   loop  one compiled single-candidate step called for each candidate in turn;
-  auto  'loop' on CPU, where vmap and lax.map of conv nets measured 3-4x slower than a
-        loop (bench/RESULTS.md), and 'vmap' on accelerators.
+  auto  'loop' on CPU, where for conv nets vmap measured up to 2.7x and lax.map 7-23x
+        slower than a loop (bench/RESULTS.md), and 'vmap' on accelerators.
 All give the same results up to floating-point reassociation.
 """
 
