@@ -272,3 +272,17 @@ def test_dense_training_on_a_stream(imagenet, data_dir, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "resumed from checkpoint at epoch 2" in out and "epoch 2/2" not in out
   assert again["final"] == results["final"]
+
+
+def test_cifar10_ood_sets_are_standardised_like_its_test_split(cifar10, data_dir):
+  config = ml_collections.ConfigDict(dict(
+      name="cifar10", data_dir=data_dir, val_fraction=0.1, augment="auto", num_train=0))
+  dataset = sms_jax.data.load(config)
+  assert dataset.ood_loader(5) is None  # Not prepared: SMS falls back to generated ones.
+  for name in corruptions.CORRUPTIONS:  # "Corrupted" sets that hold the clean test images.
+    _write(f"cifar10_corrupted/{name}_5", data_dir, {"test": cifar10["test"]})
+  ood = dataset.ood_loader(5)
+  assert list(ood) == list(corruptions.CORRUPTIONS)
+  for split in ood.values():
+    np.testing.assert_allclose(split.x, dataset.test.x, rtol=1e-6)
+    np.testing.assert_array_equal(split.y, dataset.test.y)
