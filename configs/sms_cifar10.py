@@ -16,7 +16,11 @@ from configs import cifar10
 
 def get_config(arg: str = ""):
   """SMS on CIFAR-10; `arg` as for configs/cifar10.py."""
-  config = cifar10.get_config(arg)
+  return add_sms(cifar10.get_config(arg), quick=arg == "quick")
+
+
+def add_sms(config, quick: bool):
+  """`config` with the SMS phases of this file (shared by configs/sms_cifar100.py)."""
   config.strategy = "sms"
   config.prune.goal_sparsity = 0.9
   config.prune.n_phases = 3
@@ -27,7 +31,7 @@ def get_config(arg: str = ""):
   config.soup.method = "uniform"
   config.soup.vary = "seed"
   config.soup.bn_recalibration_frac = 0.2
-  if arg == "quick":
+  if quick:
     config.prune.n_phases = 2
     config.retrain.epochs_per_phase = 1
     config.soup.m = 2

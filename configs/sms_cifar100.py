@@ -8,24 +8,9 @@ per phase are this project's choice where REFERENCE.md gives none.
 `--config=configs/sms_cifar100.py:wrn16_8` selects another network; `:quick` a smoke test.
 """
 
-from configs import cifar100
+from configs import cifar100, sms_cifar10
 
 
 def get_config(arg: str = ""):
   """SMS on CIFAR-100; `arg` as for configs/cifar100.py."""
-  config = cifar100.get_config(arg)
-  config.strategy = "sms"
-  config.prune.goal_sparsity = 0.9
-  config.prune.n_phases = 3
-  config.prune.selector = "global"
-  config.retrain.schedule = "llr"
-  config.retrain.epochs_per_phase = 10
-  config.soup.m = 3
-  config.soup.method = "uniform"
-  config.soup.vary = "seed"
-  config.soup.bn_recalibration_frac = 0.2
-  if arg == "quick":
-    config.prune.n_phases = 2
-    config.retrain.epochs_per_phase = 1
-    config.soup.m = 2
-  return config
+  return sms_cifar10.add_sms(cifar100.get_config(arg), quick=arg == "quick")

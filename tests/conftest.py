@@ -28,3 +28,21 @@ def tiny_config():
   config.train.batch_size = 64
   config.train.eval_batch_size = 256
   return config
+
+
+@pytest.fixture
+def die_after_save(monkeypatch):
+  """`die_after_save(when)`: checkpoint saves raise KeyboardInterrupt right after the save for
+  which `when(directory_name, step)` is true, as a killed run would stop; `restore()` undoes it."""
+  from sms_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  real_save = checkpoints.Checkpointer.save
+
+  def install(when):
+    def save_then_die(self, step, state, meta):
+      real_save(self, step, state, meta)
+      if when(os.path.basename(self.directory), step):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+
+  install.restore = lambda: monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
+  return install

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sms_jax import checkpoints, experiment
+from sms_jax import experiment
 from sms_jax import config as config_lib
 from sms_jax.training import loop
 
@@ -39,24 +39,17 @@ def test_tiny_run_writes_results(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("epoch_loop", ["steps", "scan"])
-def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, monkeypatch,
+def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, die_after_save,
                                                       capsys, epoch_loop):
   tiny_config.train.epochs = 4
   tiny_config.train.epoch_loop = epoch_loop
   reference = experiment.run(tiny_config, str(tmp_path / "uninterrupted"))
 
-  real_save = checkpoints.Checkpointer.save
-
-  def save_then_die(self, step, state, meta):
-    real_save(self, step, state, meta)
-    if step == 2:
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  die_after_save(lambda directory, step: step == 2)
   with pytest.raises(KeyboardInterrupt):
     experiment.run(tiny_config, str(tmp_path / "resumed"))
   assert not os.path.exists(tmp_path / "resumed" / "results.json")
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
+  die_after_save.restore()
   capsys.readouterr()
   resumed = experiment.run(tiny_config, str(tmp_path / "resumed"))
   out = capsys.readouterr().out

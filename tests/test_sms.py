@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from sms_jax import checkpoints, experiment
+from sms_jax import experiment
 
 
 @pytest.fixture
@@ -80,22 +80,15 @@ def test_imp_is_one_lineage_and_imp_mx_retrains_m_times_longer(sms_config, tmp_p
 
 
 def test_sms_interrupted_mid_phase_resumes_to_identical_results(sms_config, tmp_path,
-                                                                monkeypatch, capsys):
+                                                                die_after_save, capsys):
   sms_config.soup.method = "greedy"
   reference = experiment.run(sms_config, str(tmp_path / "uninterrupted"))
-  real_save, saves = checkpoints.Checkpointer.save, []
-
-  def save_then_die(self, step, state, meta):
-    real_save(self, step, state, meta)
-    saves.append((os.path.basename(self.directory), step))
-    if saves[-1] == ("phase2_candidates", 1):  # Mid-phase: after the first of 2 epochs.
-      raise KeyboardInterrupt
-
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  # Mid-phase: after the first of phase 2's two candidate epochs.
+  die_after_save(lambda directory, step: (directory, step) == ("phase2_candidates", 1))
   with pytest.raises(KeyboardInterrupt):
     experiment.run(sms_config, str(tmp_path / "resumed"))
   assert not os.path.exists(tmp_path / "resumed" / "results.json")
-  monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
+  die_after_save.restore()
   capsys.readouterr()
   resumed = experiment.run(sms_config, str(tmp_path / "resumed"))
   assert "resumed after phase 1" in capsys.readouterr().out
