@@ -132,9 +132,33 @@ class _Phases:
     removed = jax.tree.map(jnp.subtract, current["params"], params)
     return masks, params, norm(removed) / max(norm(current["params"]), 1e-12)
 
-  def train(self, phase: int, params: Any, batch_stats: Any, masks: Any,
-            peak_scale: float) -> tuple[state_lib.TrainState, float]:
-    """Retrains the m candidates from `params`; returns the stacked state and its time."""
+  def run_phase(self, phase: int, current: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                    dict[str, Any]]:
+    """Prunes `current` (params, batch_stats, masks), retrains, soups and evaluates.
+
+    Every phase starts a fresh optimizer state (momentum 0) for its candidates.
+    Returns the soup as the next `current`, and the phase's record.
+    """
+    masks, params, norm_drop = self.prune(current, phase)
+    config = self.config
+    target = sparsity.phase_sparsity(config.prune.goal_sparsity, config.prune.n_phases, phase)
+    peak_scale = 1.0
+    if config.retrain.schedule == "allr":
+      before = sparsity.sparsity(current["masks"])
+      peak_scale = retrain.allr_peak(norm_drop, 1.0 - (1.0 - target) / (1.0 - before),
+                                     self.epochs_per_phase, config.train.epochs, 1.0)
+    report.log(f"phase {phase}/{config.prune.n_phases}: pruned to sparsity "
+               f"{sparsity.sparsity(masks):.4f}; retraining {self.m} candidate(s) for "
+               f"{max(h['retrain_epochs'] for h in self.hparams)} epochs")
+    stacked, history, train_time = self.train(phase, params, current["batch_stats"], masks,
+                                              peak_scale)
+    soup, record = self.evaluate_phase(phase, stacked, masks, train_time)
+    record.update(relative_norm_drop=norm_drop, history=history)
+    return {"params": soup.params, "batch_stats": soup.batch_stats, "masks": masks}, record
+
+  def train(self, phase: int, params: Any, batch_stats: Any, masks: Any, peak_scale: float
+            ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
+    """Retrains the m candidates from `params`: the stacked state, its history and time."""
     config = self.config
     make_tx = lambda h: retrain.retrain_optimizer(
         config.retrain.schedule, self.pretrain, masks,
@@ -163,8 +187,7 @@ class _Phases:
           scalar_offset=self.scalar_offset + (phase - 1) * max(epochs))
     finally:
       checkpointer.close()
-    del history
-    return stacked, elapsed
+    return stacked, history, elapsed
 
   def candidate_dir(self, phase: int) -> str:
     return os.path.join(self.workdir, "checkpoints", f"phase{phase}_candidates")
@@ -299,25 +322,9 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
         records, elapsed = meta["phases"], meta["elapsed_s"]
         report.log(f"resumed after phase {start} from {phase_ckpt.directory}")
       for phase in range(start + 1, config.prune.n_phases + 1):
-        masks, params, norm_drop = phases.prune(current, phase)
-        before = sparsity.sparsity(current["masks"])
-        target = sparsity.phase_sparsity(config.prune.goal_sparsity, config.prune.n_phases,
-                                         phase)
-        peak_scale = 1.0
-        if config.retrain.schedule == "allr":
-          peak_scale = retrain.allr_peak(
-              norm_drop, 1.0 - (1.0 - target) / (1.0 - before), phases.epochs_per_phase,
-              config.train.epochs, 1.0)
-        report.log(f"phase {phase}/{config.prune.n_phases}: pruned to sparsity "
-                   f"{sparsity.sparsity(masks):.4f}; retraining {m} candidate(s) for "
-                   f"{max(h['retrain_epochs'] for h in phases.hparams)} epochs")
-        stacked, train_time = phases.train(phase, params, current["batch_stats"], masks,
-                                           peak_scale)
-        soup, record = phases.evaluate_phase(phase, stacked, masks, train_time)
-        record["relative_norm_drop"] = norm_drop
+        current, record = phases.run_phase(phase, current)
         records.append(record)
-        elapsed += train_time
-        current = {"params": soup.params, "batch_stats": soup.batch_stats, "masks": masks}
+        elapsed += record["train_time_s"]
         phase_ckpt.save(phase, current, {"phases": records, "elapsed_s": elapsed})
         shutil.rmtree(phases.candidate_dir(phase), ignore_errors=True)
         _log_phase(record)
