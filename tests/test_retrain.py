@@ -1,6 +1,5 @@
 """Retraining schedules (REFERENCE.md section 1) and the retraining optimizer."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

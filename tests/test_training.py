@@ -6,13 +6,12 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from configs import default
 from sms_jax.training import optimizer, schedules, steps
-from sms_jax.training.state import TrainState, create_train_state
+from sms_jax.training.state import create_train_state
 
 
 def _train_config(**overrides):

@@ -1,14 +1,12 @@
 """The epoch loop: train, evaluate, log, checkpoint, stop on a non-finite loss, resume."""
 
 import functools
-import math
 import time
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
