@@ -286,3 +286,21 @@ def test_cifar10_ood_sets_are_standardised_like_its_test_split(cifar10, data_dir
   for split in ood.values():
     np.testing.assert_allclose(split.x, dataset.test.x, rtol=1e-6)
     np.testing.assert_array_equal(split.y, dataset.test.y)
+
+
+def test_sms_on_a_stream(imagenet, data_dir, tmp_path):
+  """SMS on the streamed 'imagenet2012': candidates read the stream in turn, soups keep masks."""
+  del imagenet
+  config = default.get_config()
+  config.dataset.update(name="imagenet2012", data_dir=data_dir, image_size=32, val_fraction=0.2)
+  config.model.name = "cnn2d"
+  config.train.update(epochs=1, batch_size=8, eval_batch_size=4)
+  config.update(strategy="sms")
+  config.prune.update(goal_sparsity=0.75, n_phases=2)
+  config.retrain.epochs_per_phase = 1
+  config.soup.update(m=2, vary="seed,weight_decay")
+  results = experiment.run(config, str(tmp_path))
+  for k, phase in enumerate(results["phases"], start=1):
+    assert abs(phase["sparsity"] - (1 - 0.25 ** (k / 2))) < 1e-3
+    assert len(phase["candidates"]) == 2 and phase["ood"] == {}  # No OOD sets for streams.
+  assert 0.0 <= results["final"]["test_accuracy"] <= 1.0
