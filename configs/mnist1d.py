@@ -1,6 +1,6 @@
 """The embedded default: Sparse Model Soups on MNIST-1D (generated locally, no download).
 
-A small 1-D CNN is pretrained for 60 epochs, then pruned to 98% sparsity in 4 phases; each
+A small 1-D CNN is pretrained for 60 epochs, then pruned to 95% sparsity in 4 phases; each
 phase retrains m = 4 candidates and soups them.
 Run: python -m sms_jax.main --config=configs/mnist1d.py
 Baselines: --config.strategy=imp (one lineage), imp_mx (m times longer retraining), dense.
@@ -23,7 +23,9 @@ def get_config(arg: str = ""):
   config.train.schedule = "cosine"
   config.train.warmup_epochs = 2.0
   config.strategy = "sms"
-  config.prune.goal_sparsity = 0.98
+  # At 0.98 the last phase collapses this small CNN (0.89 -> 0.72 test) with a per-seed spread
+  # that hides any soup effect; at 0.95 it ends near 0.90 (bench/tune_mnist1d_notes.md).
+  config.prune.goal_sparsity = 0.95
   config.prune.n_phases = 4
   config.retrain.schedule = "llr"
   config.retrain.epochs_per_phase = 10
