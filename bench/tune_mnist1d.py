@@ -19,25 +19,31 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "tune_mnist1d_results.json")
 TMP = "/tmp/tune"
-PY = "/root/venv/bin/python"
+PY = sys.executable
 
+# Round 1 ran at the then default goal sparsity 0.98; the default is now 0.95.
+GOAL_098 = ["--config.prune.goal_sparsity=0.98"]
 VARIANTS = {
-    "base": [],  # vary=seed, uniform, m=4, 10 epochs/phase
-    "seed_wd": ["--config.soup.vary=seed,weight_decay"],
-    "seed_lr": ["--config.soup.vary=seed,learning_rate"],
-    "seed_wd_lr": ["--config.soup.vary=seed,weight_decay,learning_rate"],
-    "greedy": ["--config.soup.method=greedy"],
-    "seed_lr_greedy": ["--config.soup.vary=seed,learning_rate", "--config.soup.method=greedy"],
-    "seed_wd_greedy": ["--config.soup.vary=seed,weight_decay", "--config.soup.method=greedy"],
-    "ep15": ["--config.retrain.epochs_per_phase=15"],
-    "ep15_seed_wd": ["--config.retrain.epochs_per_phase=15", "--config.soup.vary=seed,weight_decay"],
-    "ep15_seed_lr": ["--config.retrain.epochs_per_phase=15", "--config.soup.vary=seed,learning_rate"],
-    "ph5": ["--config.prune.n_phases=5"],
+    "base": [*GOAL_098],  # vary=seed, uniform, m=4, 10 epochs/phase
+    "seed_wd": [*GOAL_098, "--config.soup.vary=seed,weight_decay"],
+    "seed_lr": [*GOAL_098, "--config.soup.vary=seed,learning_rate"],
+    "seed_wd_lr": [*GOAL_098, "--config.soup.vary=seed,weight_decay,learning_rate"],
+    "greedy": [*GOAL_098, "--config.soup.method=greedy"],
+    "seed_lr_greedy": [*GOAL_098, "--config.soup.vary=seed,learning_rate", "--config.soup.method=greedy"],
+    "seed_wd_greedy": [*GOAL_098, "--config.soup.vary=seed,weight_decay", "--config.soup.method=greedy"],
+    "ep15": [*GOAL_098, "--config.retrain.epochs_per_phase=15"],
+    "ep15_seed_wd": [*GOAL_098, "--config.retrain.epochs_per_phase=15", "--config.soup.vary=seed,weight_decay"],
+    "ep15_seed_lr": [*GOAL_098, "--config.retrain.epochs_per_phase=15", "--config.soup.vary=seed,learning_rate"],
+    "ph5": [*GOAL_098, "--config.prune.n_phases=5"],
+    "gs95": ["--config.prune.goal_sparsity=0.95"],
+    "gs95_m8": ["--config.prune.goal_sparsity=0.95", "--config.soup.m=8"],
+    "gs90": ["--config.prune.goal_sparsity=0.9"],
 }
 # Variants whose IMP run equals another's (imp ignores soup.*).
 IMP_OF = {"base": "base", "seed_wd": "base", "seed_lr": "base", "seed_wd_lr": "base",
           "greedy": "base", "seed_lr_greedy": "base", "seed_wd_greedy": "base",
-          "ep15": "ep15", "ep15_seed_wd": "ep15", "ep15_seed_lr": "ep15", "ph5": "ph5"}
+          "ep15": "ep15", "ep15_seed_wd": "ep15", "ep15_seed_lr": "ep15", "ph5": "ph5",
+          "gs95": "gs95", "gs95_m8": "gs95", "gs90": "gs90"}
 
 
 def load():
@@ -48,8 +54,10 @@ def load():
 
 
 def save(data):
-  with open(OUT + ".tmp", "w") as f:
-    json.dump(data, f, indent=1)
+  with open(OUT + ".tmp", "w") as f:  # One run per line.
+    f.write('{"summary": ' + json.dumps(data.get("summary", {}), separators=(",", ":")) +
+            ',\n "runs": [\n' + ",\n".join("  " + json.dumps(run, separators=(",", ":"))
+                                            for run in data["runs"]) + "\n]}\n")
   os.replace(OUT + ".tmp", OUT)
 
 
@@ -119,19 +127,27 @@ def summary(data, seeds=range(5)):
     if not pairs:
       continue
     d = np.array([a - b for a, b in pairs])
+    last = [r["phases"][-1] for r in data["runs"]
+            if r["variant"] == variant and r["strategy"] == "sms" and r["seed"] in seeds]
+    soup_gain = np.mean([p["soup_test"] - np.mean(p["candidates_test"]) for p in last])
+    ens_gap = np.mean([p["ensemble_test"] - p["soup_test"] for p in last])
     se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
     out[variant] = {"n": len(d), "sms": float(np.mean([a for a, _ in pairs])),
                     "imp": float(np.mean([b for _, b in pairs])), "diff": float(d.mean()),
-                    "se": float(se), "diffs": d.tolist()}
+                    "se": float(se), "wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
+                    "soup_minus_mean_cand": float(soup_gain), "ens_minus_soup": float(ens_gap),
+                    "diffs": d.tolist()}
     print(f"{variant:16s} n={len(d)} sms {out[variant]['sms']:.4f} imp {out[variant]['imp']:.4f}"
-          f"  diff {d.mean()*100:+.2f} ± {se*100:.2f} pts  {np.round(d*100, 1).tolist()}")
+          f"  diff {d.mean()*100:+.2f} ± {se*100:.2f} pts  wins {(d > 0).sum()}/{len(d)}"
+          f"  soup-cand {soup_gain*100:+.2f}  ens-soup {ens_gap*100:+.2f}"
+          f"  {np.round(d*100, 1).tolist()}")
   return out
 
 
 if __name__ == "__main__":
   data = load()
   if sys.argv[1] == "--summary":
-    seeds = [int(s) for s in sys.argv[2:]] or range(5)
+    seeds = [int(s) for s in sys.argv[2:]] or list(range(5))
     summary(data, seeds)
   else:
     variant, strategy = sys.argv[1], sys.argv[2]
