@@ -152,7 +152,7 @@ class _Phases:
                f"{max(h['retrain_epochs'] for h in self.hparams)} epochs")
     stacked, history, train_time = self.train(phase, params, current["batch_stats"], masks,
                                               peak_scale)
-    soup, record = self.evaluate_phase(phase, stacked, masks, train_time)
+    soup, record = self.evaluate_phase(phase, stacked, masks, train_time, peak_scale)
     record.update(relative_norm_drop=norm_drop, history=history)
     return {"params": soup.params, "batch_stats": soup.batch_stats, "masks": masks}, record
 
@@ -208,7 +208,8 @@ class _Phases:
     return _soup_state(params, batch_stats)
 
   def evaluate_phase(self, phase: int, stacked: state_lib.TrainState, masks: Any,
-                     train_time_s: float) -> tuple[state_lib.TrainState, dict[str, Any]]:
+                     train_time_s: float, peak_scale: float = 1.0
+                     ) -> tuple[state_lib.TrainState, dict[str, Any]]:
     """Soups the candidates and evaluates candidates, soup, best candidate and ensemble."""
     tic = time.perf_counter()
     _check_masks(stacked, masks)
@@ -238,7 +239,7 @@ class _Phases:
         "target_sparsity": sparsity.phase_sparsity(self.config.prune.goal_sparsity,
                                                    self.config.prune.n_phases, phase),
         **masks_record,
-        "candidates": [{"hparams": self.describe(h), "val_accuracy": val_acc[k],
+        "candidates": [{"hparams": self.describe(h, peak_scale), "val_accuracy": val_acc[k],
                         "test_accuracy": test_acc[k]} for k, h in enumerate(self.hparams)],
         "soup": {"method": method, "ingredients": ingredients,
                  "val_accuracy": soup_val.get("accuracy"), "val_loss": soup_val.get("loss"),
@@ -255,9 +256,10 @@ class _Phases:
     }
     return soup, record
 
-  def describe(self, h: dict[str, Any]) -> dict[str, Any]:
-    """A candidate's hyperparameters as run: the peak learning rate in absolute terms."""
-    return {**h, "learning_rate": h["learning_rate"] * self.pretrain.max_lr}
+  def describe(self, h: dict[str, Any], peak_scale: float) -> dict[str, Any]:
+    """A candidate's hyperparameters as run: the peak learning rate in absolute terms
+    (`peak_scale`: ALLR's factor for this phase, else 1)."""
+    return {**h, "learning_rate": h["learning_rate"] * self.pretrain.max_lr * peak_scale}
 
   def ood(self, soup: state_lib.TrainState) -> dict[str, float]:
     """Test accuracy of `soup` under corruptions: the dataset's own corrupted test sets when
