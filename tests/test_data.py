@@ -48,6 +48,8 @@ def test_embedded_datasets(name, shape):
   config.name = name
   ds = data.load(config)
   assert ds.input_shape == shape and ds.num_classes == 10 and ds.augment == "none"
+  source = data.DATASETS[name]  # What the registry says without loading the data.
+  assert (source.input_shape, source.num_classes) == (ds.input_shape, ds.num_classes)
   n_train_official = len(ds.train.y) + len(ds.val.y)
   assert len(ds.val.y) == round(0.1 * n_train_official)
   for split in (ds.train, ds.val, ds.test):

@@ -240,6 +240,7 @@ def test_project_load(cifar10, data_dir):
   assert dataset.augment == "crop_flip" and dataset.num_classes == 10
   assert len(dataset.train.y) == 36 and len(dataset.val.y) == 4
   assert len(dataset.test.y) == N_TEST and dataset.input_shape == (32, 32, 3)
+  assert sms_jax.data.DATASETS["cifar10"].input_shape == dataset.input_shape
   for split in (dataset.train, dataset.val, dataset.test):
     assert split.x.dtype == np.float32 and split.y.dtype == np.int32
   rows = lambda x: {row.tobytes() for row in x}

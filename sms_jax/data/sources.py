@@ -19,12 +19,16 @@ RawSplits = tuple[Split, Split, int]  # (official train, official test, num_clas
 
 
 class Source(NamedTuple):
-  """How to get a dataset: `load(data_dir) -> (train, test, num_classes)`, its augmentation.
+  """How to get a dataset: `load(data_dir) -> (train, test, num_classes)`, its augmentation,
+  and the shape of one example and number of classes (known without loading it; streamed
+  images at their default size).
 
   A streaming source has no `load`; its splits are read from TFDS batch by batch.
   """
   load: Callable[[str], RawSplits] | None
   augment: str
+  input_shape: tuple[int, ...]
+  num_classes: int
 
 
 def _mnist1d(data_dir: str) -> RawSplits:
@@ -53,14 +57,15 @@ def _tfds(name: str, data_dir: str) -> RawSplits:
 
 
 DATASETS: dict[str, Source] = {
-    "mnist1d": Source(_mnist1d, "none"),
-    "digits": Source(_digits, "none"),
-    "mnist": Source(functools.partial(_tfds, "mnist"), "none"),
-    "fashion_mnist": Source(functools.partial(_tfds, "fashion_mnist"), "none"),
-    "cifar10": Source(functools.partial(_tfds, "cifar10"), "crop_flip"),
-    "cifar100": Source(functools.partial(_tfds, "cifar100"), "crop_flip"),
-    "svhn_cropped": Source(functools.partial(_tfds, "svhn_cropped"), "crop"),
-    "imagenet2012": Source(None, "none"),  # Streams; the test split is 'validation'.
+    "mnist1d": Source(_mnist1d, "none", (40, 1), 10),
+    "digits": Source(_digits, "none", (8, 8, 1), 10),
+    "mnist": Source(functools.partial(_tfds, "mnist"), "none", (28, 28, 1), 10),
+    "fashion_mnist": Source(functools.partial(_tfds, "fashion_mnist"), "none", (28, 28, 1), 10),
+    "cifar10": Source(functools.partial(_tfds, "cifar10"), "crop_flip", (32, 32, 3), 10),
+    "cifar100": Source(functools.partial(_tfds, "cifar100"), "crop_flip", (32, 32, 3), 100),
+    "svhn_cropped": Source(functools.partial(_tfds, "svhn_cropped"), "crop", (32, 32, 3), 10),
+    # Streams; the test split is 'validation'.
+    "imagenet2012": Source(None, "none", (224, 224, 3), 1000),
 }
 
 

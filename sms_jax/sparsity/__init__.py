@@ -1,5 +1,6 @@
-"""Sparsity as pytrees: masks, the optax masking transform, and pruning."""
+"""Sparsity as pytrees: masks, the optax masking transform, pruning, layerwise densities."""
 
+from sms_jax.sparsity.distributions import DISTRIBUTIONS, layer_counts, layer_densities
 from sms_jax.sparsity.masks import (apply_masks, count_alive, create_masks, layer_stats,
                                     masks_equal, path_name, prunable_filter, sparsity)
 from sms_jax.sparsity.pruning import SELECTORS, phase_sparsity, prune

@@ -1,0 +1,1 @@
+"""Command-line tools: `python -m sms_jax.tools.<name> --help`."""
