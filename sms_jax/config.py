@@ -11,6 +11,7 @@ import ml_collections
 
 from sms_jax import data, defaults, models, soups, sparsity, strategies
 from sms_jax.data import device
+from sms_jax.sparsity import init_masks
 from sms_jax.strategies import sms
 from sms_jax.training import candidates, loop, retrain, schedules
 
@@ -69,6 +70,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.label_smoothing": _fraction(),
     "train.eval_every_epochs": _positive(),
     "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
+    "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS),
+    "init_mask.density": _fraction(low_open=True, high_open=False),
+    "init_mask.method": _choice(init_masks.METHODS),
     "prune.goal_sparsity": _fraction(low_open=True),
     "prune.n_phases": _positive(),
     "prune.selector": _choice(sparsity.SELECTORS),
@@ -170,6 +174,12 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed "
                       f"with train.schedule = {train.schedule!r}; allowed: fewer epochs than "
                       f"its first decay at epoch {decay_epoch:g}")
+  start_sparsity = 1.0 - config.init_mask.density
+  if (config.init_mask.distribution != "none" and config.strategy != "dense"
+      and config.prune.goal_sparsity <= start_sparsity):
+    raise ConfigError(f"config key prune.goal_sparsity = {config.prune.goal_sparsity} is not "
+                      f"allowed with init_mask.density = {config.init_mask.density}; allowed: "
+                      f"more than the initial sparsity {start_sparsity:g}")
   soup = config.soup
   for name in sms.VARIABLE_HPARAMS:
     values_key = sms.VALUES_KEY[name]

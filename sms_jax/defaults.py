@@ -48,6 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_every_epochs = 1
   config.train.epoch_loop = "auto"  # auto | scan | steps: how an in-memory epoch runs.
 
+  # Start sparse: a mask at initialisation (every strategy trains inside it; pruning only
+  # removes more). distribution 'none' starts dense.
+  config.init_mask = ml_collections.ConfigDict()
+  config.init_mask.distribution = "none"  # none | uniform | er | erk | balanced | pyramidal
+  config.init_mask.density = 0.3  # Global density of the prunable weights.
+  config.init_mask.method = "random"  # random (exact counts per layer) | bernoulli
+  config.init_mask.rescale = False  # Multiply each sparse layer's init by 1/sqrt(density).
+
   # Pruning phases (strategies imp, imp_mx, sms): phase k prunes to sparsity
   # 1 - (1 - goal_sparsity) ** (k / n_phases) of the prunable weights.
   config.prune = ml_collections.ConfigDict()

@@ -18,12 +18,13 @@ import numpy as np
 SELECTORS = ("global", "uniform", "random")
 
 
-def phase_sparsity(goal: float, n_phases: int, phase: int) -> float:
-  """Sparsity after `phase` (1-based) of `n_phases`: `1 - (1 - goal) ** (phase / n_phases)`.
+def phase_sparsity(goal: float, n_phases: int, phase: int, start: float = 0.0) -> float:
+  """Sparsity after `phase` (1-based) of `n_phases`, from sparsity `start` to `goal`.
 
-  Each phase prunes the fraction `1 - (1 - goal) ** (1 / n_phases)` of the weights still alive.
+  `1 - (1 - start) * ((1 - goal) / (1 - start)) ** (phase / n_phases)`: each phase prunes the
+  same fraction of the weights still alive; from a dense start, `1 - (1 - goal) ** (k / n)`.
   """
-  return 1.0 - (1.0 - goal) ** (phase / n_phases)
+  return 1.0 - (1.0 - start) * ((1.0 - goal) / (1.0 - start)) ** (phase / n_phases)
 
 
 def keep_top_k(scores: jax.Array, k: jax.Array) -> jax.Array:

@@ -8,20 +8,49 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
 
-from sms_jax import checkpoints, models, report
+from sms_jax import checkpoints, models, report, sparsity
+from sms_jax.sparsity import init_masks
 from sms_jax.data import Dataset
 from sms_jax.training import loop, optimizer, state as state_lib
 
 
 class Pretrained(NamedTuple):
-  """The trained dense model and what evaluating and reporting it needs."""
+  """The pretrained model and what evaluating, pruning and reporting it needs.
+
+  `masks`: the masks it trained in (all alive for a dense start); `init_mask`: the results'
+  `{'init_mask': {...}}` entry for a sparse start, else {}.
+  """
   model: nn.Module
   state: state_lib.TrainState
   history: list[dict[str, Any]]
   train_time_s: float
   evaluator: loop.Evaluator
+  masks: Any
+  init_mask: dict[str, Any]
+
+
+def start_masks(config: ml_collections.ConfigDict, model: nn.Module,
+                input_shape: tuple[int, ...]) -> tuple[Any, dict[str, float]]:
+  """The masks training starts in, and the layer densities of a sparse start ({} if dense).
+
+  Prunable: every conv and dense kernel, less the first / last if `prune.keep_*_dense`.
+  """
+  paths = models.param_paths(model, input_shape)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))["params"]
+  prunable = sparsity.prunable_filter(paths, keep_first_dense=config.prune.keep_first_dense,
+                                      keep_last_dense=config.prune.keep_last_dense)
+  init = config.init_mask
+  if init.distribution == "none":
+    return sparsity.create_masks(shapes, prunable), {}
+  densities = init_masks.layer_densities_for(shapes, prunable, paths, init.distribution,
+                                             init.density)
+  key = jax.random.fold_in(jax.random.key(config.seed), 4)
+  return init_masks.init_masks(key, shapes, densities, init.method), densities
 
 
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
@@ -30,9 +59,24 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   `<workdir>/checkpoints/pretrain`."""
   model = models.create_model(config.model.name, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+  masks, densities = start_masks(config, model, dataset.input_shape)
   tx = optimizer.make_optimizer(config.train, steps_per_epoch)
+  init_mask = {}
+  if densities:  # Train inside the mask: masked updates, masked (optionally rescaled) init.
+    tx = optax.chain(tx, sparsity.masked_updates(masks))
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
+  if densities:
+    params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
+        else state.params
+    state = state.replace(params=sparsity.apply_masks(params, masks))
+    init_mask = {"init_mask": {
+        "distribution": config.init_mask.distribution, "density": config.init_mask.density,
+        "method": config.init_mask.method, "achieved_density": 1.0 - sparsity.sparsity(masks),
+        "layers": init_masks.mask_record(state.params, masks, models.param_paths(
+            model, dataset.input_shape))}}
+    report.log(f"sparse start: {config.init_mask.distribution} densities, "
+               f"{config.init_mask.method} mask, density {1.0 - sparsity.sparsity(masks):.4f}")
   report.log(f"model {config.model.name}: {state_lib.count_params(state.params):,} parameters; "
              f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
              f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
@@ -48,7 +92,7 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
         images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars)
   finally:
     checkpointer.close()
-  return Pretrained(model, state, history, elapsed, evaluator)
+  return Pretrained(model, state, history, elapsed, evaluator, masks, init_mask)
 
 
 def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> dict[str, Any]:
@@ -63,5 +107,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
   final.update({f"test_{k}": v
                 for k, v in pretrained.evaluator.evaluate(pretrained.state, "test").items()})
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
-  return {"history": pretrained.history, "final": final, "train_time_s": pretrained.train_time_s,
+  if pretrained.init_mask:
+    final["sparsity"] = sparsity.sparsity(pretrained.masks)
+  return {"history": pretrained.history, **pretrained.init_mask, "final": final,
+          "train_time_s": pretrained.train_time_s,
           "num_params": state_lib.count_params(pretrained.state.params)}

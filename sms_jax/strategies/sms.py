@@ -117,13 +117,18 @@ class _Phases:
     self.ood_key = jax.random.fold_in(root, 3)
     self.scalar_offset = config.train.epochs
     self._ood_sets = None  # {name: Split}, built at the first evaluation.
+    self.start_sparsity = sparsity.sparsity(pretrained.masks)
+
+  def target(self, phase: int) -> float:
+    """The sparsity after `phase`: from the initial mask's sparsity to the goal."""
+    prune = self.config.prune
+    return sparsity.phase_sparsity(prune.goal_sparsity, prune.n_phases, phase,
+                                   start=self.start_sparsity)
 
   def prune(self, current: dict[str, Any], phase: int) -> tuple[Any, Any, float]:
     """This phase's masks, the pruned params, and the relative L2 norm pruning removed."""
-    prune_config = self.config.prune
-    target = sparsity.phase_sparsity(prune_config.goal_sparsity, prune_config.n_phases, phase)
-    masks = sparsity.prune(current["params"], current["masks"], target,
-                           selector=prune_config.selector,
+    masks = sparsity.prune(current["params"], current["masks"], self.target(phase),
+                           selector=self.config.prune.selector,
                            key=jax.random.fold_in(self.prune_key, phase))
     params = sparsity.apply_masks(current["params"], masks)
     norm = lambda tree: np.sqrt(sum(float(jnp.sum(jnp.square(x))) for x, m in zip(
@@ -141,7 +146,7 @@ class _Phases:
     """
     masks, params, norm_drop = self.prune(current, phase)
     config = self.config
-    target = sparsity.phase_sparsity(config.prune.goal_sparsity, config.prune.n_phases, phase)
+    target = self.target(phase)
     peak_scale = 1.0
     if config.retrain.schedule == "allr":
       before = sparsity.sparsity(current["masks"])
@@ -236,8 +241,7 @@ class _Phases:
         self.dataset.input_shape))
     record = {
         "phase": phase,
-        "target_sparsity": sparsity.phase_sparsity(self.config.prune.goal_sparsity,
-                                                   self.config.prune.n_phases, phase),
+        "target_sparsity": self.target(phase),
         **masks_record,
         "candidates": [{"hparams": self.describe(h, peak_scale), "val_accuracy": val_acc[k],
                         "test_accuracy": test_acc[k]} for k, h in enumerate(self.hparams)],
@@ -311,9 +315,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
                      for k, v in pretrained.evaluator.evaluate(pretrained.state, split).items()}
     state = pretrained.state
     current = {"params": state.params, "batch_stats": state.batch_stats,
-               "masks": sparsity.create_masks(state.params, sparsity.prunable_filter(
-                   phases.paths, keep_first_dense=config.prune.keep_first_dense,
-                   keep_last_dense=config.prune.keep_last_dense))}
+               "masks": pretrained.masks}
     records, elapsed = [], pretrained.train_time_s
     phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), 1)
     try:
@@ -342,8 +344,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
                                              "test_loss", "test_ece", "test_mce")}
   final.update(sparsity=last["sparsity"], sparsity_all=last["sparsity_all"])
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if v is not None))
-  return {"history": pretrained.history, "dense": dense_metrics, "phases": records,
-          "final": final, "train_time_s": elapsed,
+  return {"history": pretrained.history, "dense": dense_metrics, **pretrained.init_mask,
+          "phases": records, "final": final, "train_time_s": elapsed,
           "num_params": state_lib.count_params(current["params"])}
 
 

@@ -1,0 +1,81 @@
+"""Masks at initialisation and sparse starts end to end."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from sms_jax import experiment, models, sparsity
+from sms_jax import config as config_lib
+from sms_jax.sparsity import init_masks
+from sms_jax.strategies import dense
+
+
+def _cnn1d():
+  model = models.create_model("cnn1d", 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+  return model, params, models.param_paths(model, (40, 1))
+
+
+def test_random_masks_have_exact_counts_and_differ_by_key():
+  _, params, paths = _cnn1d()
+  densities = init_masks.layer_densities_for(params, sparsity.masks.is_kernel, paths,
+                                             "balanced", 0.2)
+  a = init_masks.init_masks(jax.random.key(0), params, densities)
+  b = init_masks.init_masks(jax.random.key(1), params, densities)
+  for record in init_masks.mask_record(params, a, paths):
+    assert record["nonzero"] == round(densities[record["name"]] * record["size"])
+  assert sparsity.count_alive(a) == sparsity.count_alive(b) and not sparsity.masks_equal(a, b)
+  assert abs(sparsity.count_alive(a)[0] / sparsity.count_alive(a)[1] - 0.2) < 1e-3
+  bern = init_masks.init_masks(jax.random.key(0), params, densities, "bernoulli")
+  assert abs(1 - sparsity.sparsity(bern) - 0.2) < 0.02  # About, not exactly.
+
+
+def test_rescale_multiplies_sparse_layers_only():
+  _, params, paths = _cnn1d()
+  densities = {"conv1/kernel": 0.25, "classifier/kernel": 1.0}
+  scaled = init_masks.rescale_init(params, densities)
+  np.testing.assert_allclose(scaled["conv1"]["kernel"], params["conv1"]["kernel"] * 2, rtol=1e-6)
+  np.testing.assert_array_equal(scaled["classifier"]["kernel"], params["classifier"]["kernel"])
+  np.testing.assert_array_equal(scaled["conv0"]["kernel"], params["conv0"]["kernel"])
+
+
+def test_goal_must_exceed_the_initial_sparsity(tiny_config):
+  tiny_config.strategy = "imp"
+  tiny_config.init_mask.distribution, tiny_config.init_mask.density = "erk", 0.1
+  tiny_config.prune.goal_sparsity = 0.8
+  with pytest.raises(config_lib.ConfigError, match="more than the initial sparsity 0.9"):
+    config_lib.validate(tiny_config)
+
+
+def test_dense_training_stays_inside_a_random_mask(tiny_config, tmp_path):
+  tiny_config.init_mask.distribution, tiny_config.init_mask.density = "pyramidal", 0.3
+  results = experiment.run(tiny_config, str(tmp_path))
+  record = results["init_mask"]
+  assert record["distribution"] == "pyramidal" and abs(record["achieved_density"] - 0.3) < 1e-3
+  assert results["final"]["sparsity"] == pytest.approx(1 - record["achieved_density"])
+  densities = [l["nonzero"] / l["size"] for l in record["layers"]]
+  assert densities == sorted(densities, reverse=True)  # Pyramidal: denser near the input.
+
+
+def test_imp_from_a_random_mask_never_revives_a_weight(tiny_config, tmp_path):
+  tiny_config.strategy = "imp"
+  tiny_config.train.epochs = 2
+  tiny_config.init_mask.distribution, tiny_config.init_mask.density = "erk", 0.5
+  tiny_config.prune.update(goal_sparsity=0.8, n_phases=2)
+  tiny_config.retrain.epochs_per_phase = 1
+  results = experiment.run(tiny_config, str(tmp_path))
+  # From the initial sparsity 0.5 (up to rounding per layer) to 0.8 in two equal steps.
+  assert [p["target_sparsity"] for p in results["phases"]] == pytest.approx(
+      [1 - 0.5 * 0.4 ** 0.5, 0.8], abs=1e-4)
+  model = models.create_model("cnn1d", 10)
+  start, _ = dense.start_masks(tiny_config, model, (40, 1))
+  with ocp.CheckpointManager(str(tmp_path / "checkpoints" / "phases")) as manager:
+    saved = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+  for name in ("conv1", "dense"):
+    final, initial = np.asarray(saved["masks"][name]["kernel"]), np.asarray(start[name]["kernel"])
+    assert not np.any(final & ~initial)  # Alive now implies alive at the start.
+    assert np.all(np.asarray(saved["params"][name]["kernel"])[~initial] == 0)
+  assert abs(results["final"]["sparsity"] - 0.8) < 1e-3
