@@ -70,7 +70,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.label_smoothing": _fraction(),
     "train.eval_every_epochs": _positive(),
     "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
-    "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS),
+    "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS + ("global",)),
+    "init_mask.score_batches": _positive(),
     "init_mask.density": _fraction(low_open=True, high_open=False),
     "init_mask.method": _choice(init_masks.METHODS),
     "prune.goal_sparsity": _fraction(low_open=True),
@@ -174,6 +175,11 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed "
                       f"with train.schedule = {train.schedule!r}; allowed: fewer epochs than "
                       f"its first decay at epoch {decay_epoch:g}")
+  if (config.init_mask.distribution == "global"
+      and config.init_mask.method not in init_masks.SCORED):
+    raise ConfigError(f"config key init_mask.distribution = 'global' is not allowed with "
+                      f"init_mask.method = {config.init_mask.method!r}; allowed: with "
+                      f"{' or '.join(init_masks.SCORED)}")
   start_sparsity = 1.0 - config.init_mask.density
   if (config.init_mask.distribution != "none" and config.strategy != "dense"
       and config.prune.goal_sparsity <= start_sparsity):

@@ -51,9 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Start sparse: a mask at initialisation (every strategy trains inside it; pruning only
   # removes more). distribution 'none' starts dense.
   config.init_mask = ml_collections.ConfigDict()
-  config.init_mask.distribution = "none"  # none | uniform | er | erk | balanced | pyramidal
+  # none | uniform | er | erk | balanced | pyramidal | global (snip / synflow only).
+  config.init_mask.distribution = "none"
   config.init_mask.density = 0.3  # Global density of the prunable weights.
-  config.init_mask.method = "random"  # random (exact counts per layer) | bernoulli
+  config.init_mask.method = "random"  # random (exact counts per layer) | bernoulli | snip | synflow
+  config.init_mask.score_batches = 10  # snip: training batches its gradients are summed over.
   config.init_mask.rescale = False  # Multiply each sparse layer's init by 1/sqrt(density).
 
   # Pruning phases (strategies imp, imp_mx, sms): phase k prunes to sparsity

@@ -3,6 +3,7 @@
 `pretrain` is also the first stage of the pruning strategies (imp, imp_mx, sms).
 """
 
+import itertools
 import os
 from typing import Any, NamedTuple
 
@@ -12,9 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from sms_jax import checkpoints, models, report, sparsity
+from sms_jax import checkpoints, metrics, models, report, sparsity
+from sms_jax.data import Dataset, Split
 from sms_jax.sparsity import init_masks
-from sms_jax.data import Dataset
 from sms_jax.training import loop, optimizer, state as state_lib
 
 
@@ -33,24 +34,50 @@ class Pretrained(NamedTuple):
   init_mask: dict[str, Any]
 
 
-def start_masks(config: ml_collections.ConfigDict, model: nn.Module,
-                input_shape: tuple[int, ...]) -> tuple[Any, dict[str, float]]:
-  """The masks training starts in, and the layer densities of a sparse start ({} if dense).
+def _first_batches(dataset: Dataset, count: int, batch_size: int) -> list[tuple[Any, Any]]:
+  """The first `count` training batches `(x, y)` in stored order, unaugmented."""
+  if isinstance(dataset.train, Split):
+    n = dataset.train.num_examples
+    return [(dataset.train.x[i:i + batch_size], dataset.train.y[i:i + batch_size])
+            for i in range(0, min(n, count * batch_size), batch_size)]
+  return list(itertools.islice(dataset.train.batches(batch_size, train=False), count))
 
-  Prunable: every conv and dense kernel, less the first / last if `prune.keep_*_dense`.
+
+def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
+                batch_stats: Any, dataset: Dataset) -> tuple[Any, dict[str, float]]:
+  """The masks training starts in, and each sparse start's achieved layer densities.
+
+  Prunable: every conv and dense kernel, less the first / last if `prune.keep_*_dense`. A dense
+  start (`init_mask.distribution='none'`) gives all-alive masks and {}.
   """
-  paths = models.param_paths(model, input_shape)
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                          jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))["params"]
+  paths = models.param_paths(model, dataset.input_shape)
   prunable = sparsity.prunable_filter(paths, keep_first_dense=config.prune.keep_first_dense,
                                       keep_last_dense=config.prune.keep_last_dense)
+  alive = sparsity.create_masks(params, prunable)
   init = config.init_mask
   if init.distribution == "none":
-    return sparsity.create_masks(shapes, prunable), {}
-  densities = init_masks.layer_densities_for(shapes, prunable, paths, init.distribution,
-                                             init.density)
-  key = jax.random.fold_in(jax.random.key(config.seed), 4)
-  return init_masks.init_masks(key, shapes, densities, init.method), densities
+    return alive, {}
+  densities = None if init.distribution == "global" else init_masks.layer_densities_for(
+      params, prunable, paths, init.distribution, init.density)
+  if init.method == "snip":
+    def loss_fn(p, batch):
+      logits, _ = model.apply({"params": p, "batch_stats": batch_stats}, batch[0], train=True,
+                              mutable=["batch_stats"])
+      return metrics.cross_entropy(logits, batch[1])
+    scores = init_masks.snip_scores(loss_fn, params, _first_batches(
+        dataset, init.score_batches, config.train.batch_size), alive)
+    masks = init_masks.keep_by_scores(scores, densities, init.density)
+  elif init.method == "synflow":
+    ones = jnp.ones((1, *dataset.input_shape), jnp.float32)
+    output_fn = lambda p: model.apply({"params": p, "batch_stats": batch_stats}, ones,
+                                      train=False)
+    masks = init_masks.synflow_masks(output_fn, params, alive, densities, init.density)
+  else:
+    key = jax.random.fold_in(jax.random.key(config.seed), 4)
+    masks = init_masks.init_masks(key, params, densities, init.method)
+  achieved = {r["name"]: r["nonzero"] / r["size"]
+              for r in init_masks.mask_record(params, masks, paths)}
+  return masks, achieved
 
 
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
@@ -59,17 +86,18 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   `<workdir>/checkpoints/pretrain`."""
   model = models.create_model(config.model.name, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
-  masks, densities = start_masks(config, model, dataset.input_shape)
   tx = optimizer.make_optimizer(config.train, steps_per_epoch)
-  init_mask = {}
-  if densities:  # Train inside the mask: masked updates, masked (optionally rescaled) init.
-    tx = optax.chain(tx, sparsity.masked_updates(masks))
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
-  if densities:
+  masks, densities = start_masks(config, model, state.params, state.batch_stats, dataset)
+  init_mask = {}
+  if densities:  # Train inside the mask: masked updates, masked (optionally rescaled) init.
+    # A copy in the optimizer state: training steps donate (and delete) their input state.
+    tx = optax.chain(tx, sparsity.masked_updates(jax.tree.map(jnp.copy, masks)))
     params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
         else state.params
-    state = state.replace(params=sparsity.apply_masks(params, masks))
+    params = sparsity.apply_masks(params, masks)
+    state = state.replace(params=params, opt_state=tx.init(params))
     init_mask = {"init_mask": {
         "distribution": config.init_mask.distribution, "density": config.init_mask.density,
         "method": config.init_mask.method, "achieved_density": 1.0 - sparsity.sparsity(masks),
