@@ -15,9 +15,9 @@ Each run is the exact command below in a fresh workdir /tmp/random_start/<start>
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
+
+from machine import run_experiment  # bench/machine.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP = "/tmp/random_start"
@@ -49,16 +49,7 @@ def run_one(start, strategy, seed):
   workdir = os.path.join(TMP, f"{start}_{strategy}_s{seed}")
   shutil.rmtree(workdir, ignore_errors=True)
   cmd = command(start, strategy, seed, workdir)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  tic = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-  wall = time.perf_counter() - tic
-  with open(workdir + ".log", "w") as f:
-    f.write(proc.stdout + proc.stderr)
-  if proc.returncode:
-    raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
-  with open(os.path.join(workdir, "results.json")) as f:
-    res = json.load(f)
+  res, wall = run_experiment(cmd, workdir, ROOT)
   init = res.get("init_mask") or {}
   rec = {"start": start, "strategy": strategy, "seed": seed,
          "command": " ".join(["JAX_PLATFORMS=cpu"] + cmd),

@@ -12,9 +12,9 @@ appended to bench/tune_mnist1d_results.json.
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
+
+from machine import run_experiment  # bench/machine.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "tune_mnist1d_results.json")
@@ -84,16 +84,7 @@ def run_one(variant, strategy, seed, data, fresh_pretrain=False):
     shutil.copytree(src, os.path.join(workdir, "checkpoints", "pretrain"))
   cmd = [PY, "-m", "sms_jax.main", "--config=configs/mnist1d.py", f"--workdir={workdir}",
          f"--config.seed={seed}", f"--config.strategy={strategy}", *VARIANTS[variant]]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  tic = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-  wall = time.perf_counter() - tic
-  with open(workdir + ".log", "w") as f:
-    f.write(proc.stdout + proc.stderr)
-  if proc.returncode:
-    raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
-  with open(os.path.join(workdir, "results.json")) as f:
-    res = json.load(f)
+  res, wall = run_experiment(cmd, workdir, ROOT)
   phases = []
   for p in res["phases"]:
     cands = [c["test_accuracy"] for c in p["candidates"]]

@@ -52,6 +52,12 @@ def calibration_errors(probs: np.ndarray, labels: np.ndarray,
   return float(ece), float(mce)
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+  """Log-probabilities `[n, c]` of `logits: [n, c]`, in float64 NumPy (host side)."""
+  shifted = np.asarray(logits, np.float64) - np.max(logits, -1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   """Loss, accuracy, ECE and MCE of `logits: [n, c]` on `labels: [n]`, as Python floats.
 
@@ -59,8 +65,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   each split's shape.
   """
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
-  shifted = logits - logits.max(-1, keepdims=True)
-  log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  log_probs = log_softmax(logits)
   ece, mce = calibration_errors(np.exp(log_probs), labels)
   return {"loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
           "accuracy": float((logits.argmax(-1) == labels).mean()), "ece": ece, "mce": mce}

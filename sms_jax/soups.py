@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sms_jax.data import Dataset, Split
+from sms_jax.data import Dataset, first_batches
 
 SOUP_METHODS = ("uniform", "greedy")
 
@@ -93,17 +93,7 @@ def recalibrate_batch_stats(model: nn.Module, params: Any, batch_stats: Any,
 
 
 def recalibration_batches(dataset: Dataset, fraction: float, batch_size: int) -> Iterator[Any]:
-  """The first `fraction` of the training split (at least one batch), unaugmented, in its
-  stored order, `batch_size` examples a batch (the last one may be smaller)."""
-  n = max(min(batch_size, dataset.train.num_examples),
-          int(round(fraction * dataset.train.num_examples)))
-  if isinstance(dataset.train, Split):
-    for start in range(0, n, batch_size):
-      yield jax.device_put(dataset.train.x[start:min(n, start + batch_size)])
-    return
-  seen = 0
-  for x, _ in dataset.train.batches(batch_size, train=False):
-    if seen >= n:
-      return
-    yield x[:n - seen]
-    seen += x.shape[0]
+  """The inputs of the first `fraction` of the training split (at least one batch),
+  unaugmented, in its stored order, `batch_size` examples a batch (the last may be smaller)."""
+  n = max(batch_size, int(round(fraction * dataset.train.num_examples)))
+  return (x for x, _ in first_batches(dataset.train, n, batch_size))

@@ -5,7 +5,8 @@ official train split (configurable), held out deterministically; inputs are floa
 standardised with the train split's per-channel statistics; labels are int32.
 """
 
-from sms_jax.data.arrays import Dataset, Split, Stream, hold_out_validation, standardize
+from sms_jax.data.arrays import (Dataset, Split, Stream, first_batches, hold_out_validation,
+                                 standardize)
 from sms_jax.data.sources import DATASETS, load
 
 __all__ = [

@@ -78,6 +78,24 @@ class Dataset(NamedTuple):
     return tuple(self.train.x.shape[1:])
 
 
+def first_batches(split: Split | Stream, num_examples: int,
+                  batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """The first `num_examples` examples of `split` in stored order, unaugmented, as `(x, y)`
+  batches of `batch_size` (the last one may be smaller)."""
+  num_examples = min(num_examples, split.num_examples)
+  if isinstance(split, Split):
+    for start in range(0, num_examples, batch_size):
+      end = min(num_examples, start + batch_size)
+      yield split.x[start:end], split.y[start:end]
+    return
+  seen = 0
+  for x, y in split.batches(batch_size, train=False):
+    if seen >= num_examples:
+      return
+    yield x[:num_examples - seen], y[:num_examples - seen]
+    seen += x.shape[0]
+
+
 def hold_out_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
   """Splits `train` into (train, val) with `round(fraction * n)` validation examples.
 

@@ -26,19 +26,12 @@ SCORED = ("snip", "synflow")
 SYNFLOW_ROUNDS = 100
 
 
-def _prunable_leaves(params: Any, prunable: masks_lib.PrunableFn,
-                     ordered_paths: Sequence[str]) -> list[str]:
-  """The prunable leaves' path names, in forward order."""
-  flat = {masks_lib.path_name(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(params)}
-  return [name for name in ordered_paths if name in flat and prunable(name, flat[name])]
-
-
 def layer_densities_for(params: Any, prunable: masks_lib.PrunableFn,
                         ordered_paths: Sequence[str], distribution: str,
                         density: float) -> dict[str, float]:
-  """`{path: density}` of the prunable leaves for a global `density`."""
-  names = _prunable_leaves(params, prunable, ordered_paths)
+  """`{path: density}` of the prunable leaves (forward order) for a global `density`."""
   flat = {masks_lib.path_name(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  names = [name for name in ordered_paths if name in flat and prunable(name, flat[name])]
   densities = distributions.layer_densities([flat[n].shape for n in names], distribution, density)
   return dict(zip(names, map(float, densities)))
 
@@ -81,11 +74,9 @@ def rescale_init(params: Any, densities: dict[str, float]) -> Any:
 
 def mask_record(params: Any, masks: Any, ordered_paths: Sequence[str]) -> list[dict[str, Any]]:
   """`layer_stats` of the masks themselves: name, shape, size, nonzero (= alive) per layer."""
-  ones = jax.tree.map(lambda m: None if m is None else jnp.where(m, 1.0, 0.0), masks,
-                      is_leaf=lambda x: x is None)
-  filled = jax.tree.map(lambda p, o: jnp.ones_like(p) if o is None else o, params, ones,
-                        is_leaf=lambda x: x is None)
-  return masks_lib.layer_stats(filled, masks, ordered_paths)
+  alive = jax.tree.map(lambda p, m: p if m is None else m, params, masks,
+                       is_leaf=lambda x: x is None)
+  return masks_lib.layer_stats(alive, masks, ordered_paths)
 
 
 def keep_by_scores(scores: Any, densities: dict[str, float] | None, density: float) -> Any:

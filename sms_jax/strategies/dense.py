@@ -3,7 +3,6 @@
 `pretrain` is also the first stage of the pruning strategies (imp, imp_mx, sms).
 """
 
-import itertools
 import os
 from typing import Any, NamedTuple
 
@@ -14,7 +13,7 @@ import ml_collections
 import optax
 
 from sms_jax import checkpoints, metrics, models, report, sparsity
-from sms_jax.data import Dataset, Split
+from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks
 from sms_jax.training import loop, optimizer, state as state_lib
 
@@ -32,15 +31,6 @@ class Pretrained(NamedTuple):
   evaluator: loop.Evaluator
   masks: Any
   init_mask: dict[str, Any]
-
-
-def _first_batches(dataset: Dataset, count: int, batch_size: int) -> list[tuple[Any, Any]]:
-  """The first `count` training batches `(x, y)` in stored order, unaugmented."""
-  if isinstance(dataset.train, Split):
-    n = dataset.train.num_examples
-    return [(dataset.train.x[i:i + batch_size], dataset.train.y[i:i + batch_size])
-            for i in range(0, min(n, count * batch_size), batch_size)]
-  return list(itertools.islice(dataset.train.batches(batch_size, train=False), count))
 
 
 def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
@@ -64,8 +54,9 @@ def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any
       logits, _ = model.apply({"params": p, "batch_stats": batch_stats}, batch[0], train=True,
                               mutable=["batch_stats"])
       return metrics.cross_entropy(logits, batch[1])
-    scores = init_masks.snip_scores(loss_fn, params, _first_batches(
-        dataset, init.score_batches, config.train.batch_size), alive)
+    batch_size = config.train.batch_size
+    scores = init_masks.snip_scores(loss_fn, params, list(first_batches(
+        dataset.train, init.score_batches * batch_size, batch_size)), alive)
     masks = init_masks.keep_by_scores(scores, densities, init.density)
   elif init.method == "synflow":
     ones = jnp.ones((1, *dataset.input_shape), jnp.float32)

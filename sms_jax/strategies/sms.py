@@ -94,11 +94,6 @@ def _sparsity_record(params: Any, masks: Any, paths: list[str]) -> dict[str, Any
           "sparsity_all": (size - nonzero) / state_lib.count_params(params), "layers": layers}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-  shifted = np.exp(logits - logits.max(-1, keepdims=True))
-  return shifted / shifted.sum(-1, keepdims=True)
-
-
 class _Phases:
   """The prune-retrain-soup phases of one experiment (see the module docstring)."""
 
@@ -157,7 +152,8 @@ class _Phases:
                f"{max(h['retrain_epochs'] for h in self.hparams)} epochs")
     stacked, history, train_time = self.train(phase, params, current["batch_stats"], masks,
                                               peak_scale)
-    soup, record = self.evaluate_phase(phase, stacked, masks, train_time, peak_scale)
+    soup, record = self.evaluate_phase(phase, stacked, masks, history[-1], train_time,
+                                       peak_scale)
     record.update(relative_norm_drop=norm_drop, history=history)
     return {"params": soup.params, "batch_stats": soup.batch_stats, "masks": masks}, record
 
@@ -213,17 +209,20 @@ class _Phases:
     return _soup_state(params, batch_stats)
 
   def evaluate_phase(self, phase: int, stacked: state_lib.TrainState, masks: Any,
-                     train_time_s: float, peak_scale: float = 1.0
+                     last_epoch: dict[str, Any], train_time_s: float, peak_scale: float = 1.0
                      ) -> tuple[state_lib.TrainState, dict[str, Any]]:
-    """Soups the candidates and evaluates candidates, soup, best candidate and ensemble."""
+    """Soups the candidates and evaluates candidates, soup, best candidate and ensemble.
+
+    `last_epoch`: the candidates' last history record, whose validation metrics (always
+    computed after the last epoch) are the candidates' own.
+    """
     tic = time.perf_counter()
     _check_masks(stacked, masks)
     members = candidates.unstack(stacked)
-    val = [self.evaluator.evaluate(s, "val") for s in members]
     test_logits = [self.evaluator.logits_and_labels(s, "test") for s in members]
     test_labels = test_logits[0][1]
     test_acc = [float((l.argmax(-1) == test_labels).mean()) for l, _ in test_logits]
-    val_acc = [v.get("accuracy", 0.0) for v in val]
+    val_acc = last_epoch.get("val_accuracy", [0.0] * self.m)  # No val split: all equal.
     method = self.config.soup.method if self.m > 1 else "uniform"
     if method == "greedy":
       ingredients = soups.greedy_soup(
@@ -234,7 +233,7 @@ class _Phases:
     soup_val = self.evaluator.evaluate(soup, "val")
     soup_test = self.evaluator.evaluate(soup, "test")
     best = int(np.argmax(val_acc))
-    ensemble_probs = np.mean([_softmax(l) for l, _ in test_logits], axis=0)
+    ensemble_probs = np.mean([np.exp(metrics.log_softmax(l)) for l, _ in test_logits], axis=0)
     masks_record = _sparsity_record(soup.params, masks, self.paths)
     flops = metrics.flops_summary(metrics.layer_flops(
         self.model, {"params": soup.params, "batch_stats": soup.batch_stats},
@@ -311,8 +310,10 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     pretrained = dense.pretrain(config, dataset, workdir, scalars)
     phases = _Phases(config, dataset, workdir, pretrained, m=m, length_factor=length_factor,
                      scalars=scalars)
-    dense_metrics = {f"{split}_{k}": v for split in ("val", "test")
-                     for k, v in pretrained.evaluator.evaluate(pretrained.state, split).items()}
+    # The last pretraining epoch was evaluated on val already; only the test split is new.
+    dense_metrics = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
+    dense_metrics.update({f"test_{k}": v for k, v in pretrained.evaluator.evaluate(
+        pretrained.state, "test").items()})
     state = pretrained.state
     current = {"params": state.params, "batch_stats": state.batch_stats,
                "masks": pretrained.masks}

@@ -27,10 +27,11 @@ def prunable_kernels(model_name: str, dataset_name: str) -> list[tuple[str, tupl
   model = models.create_model(model_name, source.num_classes)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                           jax.ShapeDtypeStruct((1, *source.input_shape), jnp.float32))["params"]
-  flat = {masks.path_name(path): leaf.shape
+  flat = {masks.path_name(path): leaf
           for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
-  return [(name, tuple(flat[name])) for name in models.param_paths(model, source.input_shape)
-          if masks.is_kernel(name, jax.ShapeDtypeStruct(flat[name], jnp.float32))]
+  return [(name, tuple(flat[name].shape))
+          for name in models.param_paths(model, source.input_shape)
+          if masks.is_kernel(name, flat[name])]
 
 
 def density_report(model_name: str, dataset_name: str, distribution: str,

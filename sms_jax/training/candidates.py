@@ -74,9 +74,8 @@ def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
   m = num_candidates(state)
   runner_kwargs = dict(batch_size=batch_size, epoch_loop=epoch_loop, log=log, **step_kwargs)
   if dataset.streaming:  # Each candidate reads its own order from the stream, in turn.
-    streams = [loop.streamed_epochs(dataset, keys[k], batch_size=batch_size, log=log,
-                                    **step_kwargs) for k in range(m)]
-    run_one = lambda s, k, epoch: streams[k](s, epoch)
+    run_stream = loop.streamed_runner(dataset, batch_size=batch_size, log=log, **step_kwargs)
+    run_one = lambda s, k, epoch: run_stream(s, keys[k], epoch)
     execution = "loop"
   elif execution == "loop":
     run_keyed = loop.epoch_runner(unstack(state)[0], dataset, **runner_kwargs)

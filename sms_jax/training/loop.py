@@ -127,19 +127,20 @@ def _stack(step_metrics: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
 
 
-def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
-                    log: Callable[[str], None], log_every: int = 0, **step_kwargs) -> EpochFn:
+def streamed_runner(dataset: Dataset, *, batch_size: int, log: Callable[[str], None],
+                    log_every: int = 0, **step_kwargs) -> Callable[..., Any]:
   """Epochs over a TFDS stream: one jitted step per batch, order a function of (key, epoch).
 
-  Logs the running loss and images/s every `log_every` steps (0: ten times an epoch), since
-  a streamed epoch (ImageNet) is long.
+  Returns `run(state, key, epoch) -> (state, metrics)`; one compiled step serves every key
+  (e.g. every candidate). Logs the running loss and images/s every `log_every` steps (0: ten
+  times an epoch), since a streamed epoch (ImageNet) is long.
   """
   step_fn = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=0)
-  seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
   steps_per_epoch = dataset.steps_per_epoch(batch_size)
   log_every = log_every or max(1, steps_per_epoch // 10)
 
-  def run(state, epoch):
+  def run(state, key, epoch):
+    seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
     step_metrics, tic = [], time.perf_counter()
     for i, (inputs, labels) in enumerate(
         dataset.train.batches(batch_size, train=True, seed=seed, epoch=epoch), start=1):
@@ -152,6 +153,12 @@ def streamed_epochs(dataset: Dataset, key: jax.Array, *, batch_size: int,
     return state, _stack(step_metrics)
 
   return run
+
+
+def streamed_epochs(dataset: Dataset, key: jax.Array, **kwargs) -> EpochFn:
+  """Epochs of one state over a stream, with data key `key` (see `streamed_runner`)."""
+  run = streamed_runner(dataset, **kwargs)
+  return lambda state, epoch: run(state, key, epoch)
 
 
 class Evaluator:
