@@ -77,6 +77,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "prune.goal_sparsity": _fraction(low_open=True),
     "prune.n_phases": _positive(),
     "prune.selector": _choice(sparsity.SELECTORS),
+    "gradual.start_epoch": _non_negative(),
+    "gradual.end_epoch": _positive(),
+    "gradual.update_every": _positive(),
     "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
     "retrain.epochs_per_phase": _positive(),
     "soup.m": _positive(),
@@ -186,6 +189,8 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key prune.goal_sparsity = {config.prune.goal_sparsity} is not "
                       f"allowed with init_mask.density = {config.init_mask.density}; allowed: "
                       f"more than the initial sparsity {start_sparsity:g}")
+  if config.strategy in ("gmp", "sms_gmp"):
+    _check_gradual(config)
   soup = config.soup
   for name in sms.VARIABLE_HPARAMS:
     values_key = sms.VALUES_KEY[name]
@@ -201,3 +206,31 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "
                       f"for the streamed dataset {config.dataset.name}; allowed: auto, none (its "
                       "input pipeline augments)")
+
+
+def _check_gradual(config: ml_collections.ConfigDict) -> None:
+  """gmp / sms_gmp: the schedule fits in the training run, and what the strategy supports."""
+  gradual, epochs = config.gradual, config.train.epochs
+  if not gradual.start_epoch < gradual.end_epoch <= epochs:
+    raise ConfigError(f"config keys gradual.start_epoch = {gradual.start_epoch}, "
+                      f"gradual.end_epoch = {gradual.end_epoch} are not allowed; allowed: "
+                      f"start_epoch < end_epoch <= train.epochs = {epochs}")
+  if config.prune.selector not in sparsity.GRADUAL_SELECTORS:
+    raise ConfigError(f"config key prune.selector = {config.prune.selector!r} is not allowed "
+                      f"with strategy {config.strategy!r}; allowed: "
+                      f"{', '.join(sparsity.GRADUAL_SELECTORS)}")
+  if config.strategy != "sms_gmp":
+    return
+  if gradual.end_epoch >= epochs:
+    raise ConfigError(f"config key gradual.end_epoch = {gradual.end_epoch} is not allowed with "
+                      f"strategy 'sms_gmp'; allowed: fewer than train.epochs = {epochs} (the "
+                      "last phase trains from end_epoch to train.epochs)")
+  if gradual.end_epoch - gradual.start_epoch < config.prune.n_phases:
+    raise ConfigError(f"config key prune.n_phases = {config.prune.n_phases} is not allowed with "
+                      f"strategy 'sms_gmp'; allowed: at most gradual.end_epoch - "
+                      f"gradual.start_epoch = {gradual.end_epoch - gradual.start_epoch} (one "
+                      "mask update per phase, at distinct epochs)")
+  if config.soup.m > 1 and "retrain_epochs" in sms.varied_names(config.soup.vary):
+    raise ConfigError(f"config key soup.vary = {config.soup.vary!r} is not allowed with strategy "
+                      "'sms_gmp'; allowed: seed, weight_decay, learning_rate (a phase's length "
+                      "is fixed by the schedule)")

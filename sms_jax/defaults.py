@@ -59,13 +59,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_mask.rescale = False  # Multiply each sparse layer's init by 1/sqrt(density).
 
   # Pruning phases (strategies imp, imp_mx, sms): phase k prunes to sparsity
-  # 1 - (1 - goal_sparsity) ** (k / n_phases) of the prunable weights.
+  # 1 - (1 - goal_sparsity) ** (k / n_phases) of the prunable weights (from a sparse start:
+  # geometric from its sparsity). gmp and sms_gmp prune to goal_sparsity by `gradual`.
   config.prune = ml_collections.ConfigDict()
   config.prune.goal_sparsity = 0.9
   config.prune.n_phases = 3
   config.prune.selector = "global"  # global | uniform | random
   config.prune.keep_first_dense = False  # Never prune the first conv / dense kernel.
   config.prune.keep_last_dense = False  # Never prune the classifier.
+
+  # Gradual magnitude pruning (strategies gmp, sms_gmp): the sparsity rises from the initial
+  # mask's s_0 to s_f = prune.goal_sparsity along s_f + (s_0 - s_f) * (1 - t / T) ** 3
+  # between these epochs of the training run (t: steps since start_epoch, T: to end_epoch).
+  # gmp updates the mask every update_every steps; sms_gmp at prune.n_phases phase starts.
+  # Selector: prune.selector, global or uniform (layerwise).
+  config.gradual = ml_collections.ConfigDict()
+  config.gradual.start_epoch = 10
+  config.gradual.end_epoch = 45
+  config.gradual.update_every = 100  # Steps between gmp's mask updates.
 
   config.retrain = ml_collections.ConfigDict()
   config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr

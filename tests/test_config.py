@@ -108,3 +108,26 @@ def test_candidate_values_must_match_vary_and_m(vary, key, values, expected):
   with pytest.raises(config_lib.ConfigError, match="allowed") as info:
     config_lib.validate(config)
   assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("strategy, changes, expected", [
+    ("gmp", {"gradual.start_epoch": 45}, "allowed: start_epoch < end_epoch <= train.epochs"),
+    ("gmp", {"gradual.end_epoch": 70}, "allowed: start_epoch < end_epoch <= train.epochs = 60"),
+    ("gmp", {"prune.selector": "random"}, "prune.selector = 'random' is not allowed with "
+                                          "strategy 'gmp'; allowed: global, uniform"),
+    ("sms_gmp", {"gradual.end_epoch": 60}, "allowed: fewer than train.epochs = 60"),
+    ("sms_gmp", {"prune.n_phases": 36}, "allowed: at most gradual.end_epoch - "
+                                        "gradual.start_epoch = 35"),
+    ("sms_gmp", {"soup.vary": "seed,retrain_epochs"}, "allowed: seed, weight_decay, "
+                                                      "learning_rate"),
+])
+def test_gradual_schedule_must_fit_the_training(strategy, changes, expected):
+  config = default.get_config()
+  config.strategy = strategy
+  for key, value in changes.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(config)
+  assert expected in str(info.value)
+  assert "\n" not in str(info.value)

@@ -47,8 +47,13 @@ def _scores(params: Any, masks: Any, selector: str, key: jax.Array) -> list[jax.
 
 
 @functools.partial(jax.jit, static_argnames=("selector",))
-def _prune(params, masks, counts, key, *, selector):
-  """`counts`: int32 `[1]` (global) or `[layers]` (per layer) numbers of weights to keep."""
+def prune_to_counts(params: Any, masks: Any, counts: jax.Array, key: jax.Array, *,
+                    selector: str) -> Any:
+  """Masks keeping the `counts` best-scored alive weights; traceable (counts may be traced).
+
+  `counts`: int32 `[1]` (global: over all prunable leaves) or `[layers]` (per prunable leaf,
+  in `jax.tree.leaves` order); see `keep_counts`.
+  """
   scores = _scores(params, masks, selector, key)
   if selector == "global":
     keep = keep_top_k(jnp.concatenate(scores), counts[0])
@@ -80,15 +85,25 @@ def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "g
   if selector == "random" and key is None:
     raise ValueError("the 'random' pruning selector needs a PRNG key")
   alive = [int(np.count_nonzero(np.asarray(m))) for m in jax.tree.leaves(masks)]
-  total = sum(int(np.size(m)) for m in jax.tree.leaves(masks))
-  current = 1.0 - sum(alive) / total
+  sizes = [int(np.size(m)) for m in jax.tree.leaves(masks)]
+  current = 1.0 - sum(alive) / sum(sizes)
   if not current - 1e-9 <= target_sparsity <= 1.0:
     raise ValueError(f"target sparsity {target_sparsity} is not allowed; allowed: from the "
                      f"current sparsity {current:.6f} to 1")
-  if selector == "global":
-    counts = [round((1.0 - target_sparsity) * total)]
-  else:
-    ratio = (1.0 - target_sparsity) / (1.0 - current) if sum(alive) else 0.0
-    counts = [round(a * ratio) for a in alive]
   key = jax.random.key(0) if key is None else key
-  return _prune(params, masks, jnp.asarray(counts, jnp.int32), key, selector=selector)
+  counts = keep_counts(alive, sizes, target_sparsity, selector)
+  return prune_to_counts(params, masks, jnp.asarray(counts, jnp.int32), key, selector=selector)
+
+
+def keep_counts(alive: list[int], sizes: list[int], target_sparsity: float,
+                selector: str) -> list[int]:
+  """How many weights to keep for `target_sparsity`, from the alive and total counts per layer.
+
+  'global': `[round((1 - target) * total)]`; per layer ('uniform', 'random'): each layer keeps
+  `round(alive_l * (1 - target) / (1 - current))`, the same fraction of its alive weights.
+  """
+  if selector == "global":
+    return [round((1.0 - target_sparsity) * sum(sizes))]
+  current = 1.0 - sum(alive) / sum(sizes)
+  ratio = (1.0 - target_sparsity) / (1.0 - current) if sum(alive) else 0.0
+  return [round(a * ratio) for a in alive]

@@ -20,6 +20,23 @@ class MaskedUpdatesState(NamedTuple):
   masks: Any
 
 
+class GradualPruningState(NamedTuple):
+  """`count`: updates so far (the training step); `masks`: the current masks, which
+  `sms_jax.sparsity.gradual.gradual_pruning` changes at its schedule's update steps."""
+  count: jax.Array
+  masks: Any
+
+
+_MASK_STATES = (MaskedUpdatesState, GradualPruningState)
+
+
+def held_masks(opt_state: Any) -> list[Any]:
+  """The masks held by every masking state in `opt_state` (normally one)."""
+  is_mask_state = lambda x: isinstance(x, _MASK_STATES)
+  return [node.masks for node in jax.tree.leaves(opt_state, is_leaf=is_mask_state)
+          if is_mask_state(node)]
+
+
 def masked_updates(masks: Any) -> optax.GradientTransformation:
   """Multiplies updates by `masks` (a `create_masks`-style tree; None leaves pass through).
 

@@ -1,6 +1,6 @@
 """Experiment strategies: each turns a validated config and a dataset into results."""
 
-from sms_jax.strategies import dense, sms
+from sms_jax.strategies import dense, gradual, sms
 
 STRATEGIES = {"dense": dense.run, "imp": sms.run_imp, "imp_mx": sms.run_imp_mx,
-              "sms": sms.run_sms}
+              "sms": sms.run_sms, "gmp": gradual.run_gmp, "sms_gmp": gradual.run_sms_gmp}

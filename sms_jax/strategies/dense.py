@@ -4,7 +4,7 @@
 """
 
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -72,9 +72,19 @@ def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any
 
 
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
-             scalars: report.ScalarWriter) -> Pretrained:
-  """Trains `config.model` on `dataset` for `config.train.epochs`, resumable from
-  `<workdir>/checkpoints/pretrain`."""
+             scalars: report.ScalarWriter, *, epochs: int | None = None,
+             mask_transform: Callable[[Any], optax.GradientTransformation] | None = None
+             ) -> Pretrained:
+  """Trains `config.model` on `dataset`, resumable from `<workdir>/checkpoints/pretrain`.
+
+  Args:
+    config, dataset, workdir, scalars: the experiment.
+    epochs: stop after this many epochs of the `config.train.epochs`-long schedule (default:
+      all of them).
+    mask_transform: `masks -> transformation` chained last in the optimizer to hold the masks
+      (e.g. gradual pruning); default: `masked_updates` for a sparse start, nothing for a
+      dense one.
+  """
   model = models.create_model(config.model.name, dataset.num_classes)
   steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
   tx = optimizer.make_optimizer(config.train, steps_per_epoch)
@@ -82,13 +92,10 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
   masks, densities = start_masks(config, model, state.params, state.batch_stats, dataset)
   init_mask = {}
-  if densities:  # Train inside the mask: masked updates, masked (optionally rescaled) init.
-    # A copy in the optimizer state: training steps donate (and delete) their input state.
-    tx = optax.chain(tx, sparsity.masked_updates(jax.tree.map(jnp.copy, masks)))
+  if densities:  # Train inside the mask: masked (optionally rescaled) init, masked updates.
     params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
         else state.params
-    params = sparsity.apply_masks(params, masks)
-    state = state.replace(params=params, opt_state=tx.init(params))
+    state = state.replace(params=sparsity.apply_masks(params, masks))
     init_mask = {"init_mask": {
         "distribution": config.init_mask.distribution, "density": config.init_mask.density,
         "method": config.init_mask.method, "achieved_density": 1.0 - sparsity.sparsity(masks),
@@ -96,6 +103,11 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
             model, dataset.input_shape))}}
     report.log(f"sparse start: {config.init_mask.distribution} densities, "
                f"{config.init_mask.method} mask, density {1.0 - sparsity.sparsity(masks):.4f}")
+    mask_transform = mask_transform or sparsity.masked_updates
+  if mask_transform is not None:
+    # A copy in the optimizer state: training steps donate (and delete) their input state.
+    tx = optax.chain(tx, mask_transform(jax.tree.map(jnp.copy, masks)))
+    state = state.replace(opt_state=tx.init(state.params))
   report.log(f"model {config.model.name}: {state_lib.count_params(state.params):,} parameters; "
              f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
              f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
@@ -105,7 +117,7 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   try:
     state, history, elapsed = loop.fit(
         state, loop.train_epochs(state, dataset, data_key, config.train, model=model, tx=tx),
-        epochs=config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
+        epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
         checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
         eval_every_epochs=config.train.eval_every_epochs,
         images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars)

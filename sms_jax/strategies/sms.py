@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from sms_jax import checkpoints, metrics, models, plots, report, soups, sparsity
 from sms_jax.data import Dataset, Split, corruptions
@@ -74,9 +75,7 @@ def _soup_state(params: Any, batch_stats: Any) -> state_lib.TrainState:
 def _check_masks(stacked: state_lib.TrainState, masks: Any) -> None:
   """Raises RuntimeError unless every candidate holds `masks` and is zero where they are."""
   for k, opt_state in enumerate(candidates.unstack(stacked.opt_state)):
-    held = [s.masks for s in jax.tree.leaves(
-        opt_state, is_leaf=lambda x: isinstance(x, sparsity.MaskedUpdatesState))
-            if isinstance(s, sparsity.MaskedUpdatesState)]
+    held = sparsity.held_masks(opt_state)
     if len(held) != 1 or not sparsity.masks_equal(held[0], masks):
       raise RuntimeError(f"candidate {k} does not hold this phase's mask")
   masked = sparsity.apply_masks(stacked.params, jax.tree.map(
@@ -86,7 +85,7 @@ def _check_masks(stacked: state_lib.TrainState, masks: Any) -> None:
     raise RuntimeError("a candidate has nonzero weights outside this phase's mask")
 
 
-def _sparsity_record(params: Any, masks: Any, paths: list[str]) -> dict[str, Any]:
+def sparsity_record(params: Any, masks: Any, paths: list[str]) -> dict[str, Any]:
   """Achieved sparsity over prunable weights and over all parameters, and per layer."""
   layers = sparsity.layer_stats(params, masks, paths)
   size, nonzero = sum(l["size"] for l in layers), sum(l["nonzero"] for l in layers)
@@ -94,8 +93,13 @@ def _sparsity_record(params: Any, masks: Any, paths: list[str]) -> dict[str, Any
           "sparsity_all": (size - nonzero) / state_lib.count_params(params), "layers": layers}
 
 
-class _Phases:
-  """The prune-retrain-soup phases of one experiment (see the module docstring)."""
+class Phases:
+  """The prune-retrain-soup phases of one experiment (see the module docstring).
+
+  Pruning during training (`sms_jax.strategies.gradual`) subclasses it and overrides the
+  phase-specific parts: `target`, `hparams`, `peak_scale`, `first_epoch`, `first_step` and
+  the candidates' learning-rate schedule `schedule_kind`.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
                pretrained: dense.Pretrained, *, m: int, length_factor: int,
@@ -106,11 +110,11 @@ class _Phases:
     self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
     self.pretrain = retrain.pretrain_schedule(config.train, self.steps_per_epoch)
     self.epochs_per_phase = config.retrain.epochs_per_phase * length_factor
-    self.hparams = candidate_hparams(config, m, self.epochs_per_phase, self.pretrain.max_lr)
+    self._hparams = candidate_hparams(config, m, self.epochs_per_phase, self.pretrain.max_lr)
+    self.schedule_kind = config.retrain.schedule
     root = jax.random.key(config.seed)
     self.data_key, self.prune_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
     self.ood_key = jax.random.fold_in(root, 3)
-    self.scalar_offset = config.train.epochs
     self._ood_sets = None  # {name: Split}, built at the first evaluation.
     self.start_sparsity = sparsity.sparsity(pretrained.masks)
 
@@ -119,6 +123,40 @@ class _Phases:
     prune = self.config.prune
     return sparsity.phase_sparsity(prune.goal_sparsity, prune.n_phases, phase,
                                    start=self.start_sparsity)
+
+  def hparams(self, phase: int) -> list[dict[str, Any]]:
+    """The candidates' hyperparameters in `phase` (see `candidate_hparams`)."""
+    del phase
+    return self._hparams
+
+  def first_epoch(self, phase: int) -> int:
+    """The epoch (on the experiment's time axis: pretraining first) before `phase` starts."""
+    return self.config.train.epochs + (phase - 1) * max(h["retrain_epochs"]
+                                                        for h in self._hparams)
+
+  def peak_scale(self, current: dict[str, Any], phase: int, norm_drop: float) -> float:
+    """The factor on the candidates' peak learning rate: ALLR's for this phase, else 1."""
+    if self.config.retrain.schedule != "allr":
+      return 1.0
+    before = sparsity.sparsity(current["masks"])
+    return retrain.allr_peak(norm_drop, 1.0 - (1.0 - self.target(phase)) / (1.0 - before),
+                             self.epochs_per_phase, self.config.train.epochs, 1.0)
+
+  def first_step(self, phase: int) -> int:
+    """The first count of the candidates' learning-rate schedule in `phase`."""
+    del phase
+    return 0
+
+  def optimizer(self, h: dict[str, Any], phase: int, masks: Any,
+                peak_scale: float) -> optax.GradientTransformation:
+    """Candidate `h`'s optimizer in `phase` (fresh state: momentum 0)."""
+    config = self.config
+    return retrain.retrain_optimizer(
+        self.schedule_kind, self.pretrain, masks,
+        peak_learning_rate=self.pretrain.max_lr * peak_scale * h["learning_rate"],
+        total_steps=h["retrain_epochs"] * self.steps_per_epoch, weight_decay=h["weight_decay"],
+        momentum=config.train.momentum, nesterov=config.train.nesterov,
+        first_step=self.first_step(phase))
 
   def prune(self, current: dict[str, Any], phase: int) -> tuple[Any, Any, float]:
     """This phase's masks, the pruned params, and the relative L2 norm pruning removed."""
@@ -140,16 +178,10 @@ class _Phases:
     Returns the soup as the next `current`, and the phase's record.
     """
     masks, params, norm_drop = self.prune(current, phase)
-    config = self.config
-    target = self.target(phase)
-    peak_scale = 1.0
-    if config.retrain.schedule == "allr":
-      before = sparsity.sparsity(current["masks"])
-      peak_scale = retrain.allr_peak(norm_drop, 1.0 - (1.0 - target) / (1.0 - before),
-                                     self.epochs_per_phase, config.train.epochs, 1.0)
-    report.log(f"phase {phase}/{config.prune.n_phases}: pruned to sparsity "
-               f"{sparsity.sparsity(masks):.4f}; retraining {self.m} candidate(s) for "
-               f"{max(h['retrain_epochs'] for h in self.hparams)} epochs")
+    peak_scale = self.peak_scale(current, phase, norm_drop)
+    report.log(f"phase {phase}/{self.config.prune.n_phases}: pruned to sparsity "
+               f"{sparsity.sparsity(masks):.4f}; training {self.m} candidate(s) for "
+               f"{max(h['retrain_epochs'] for h in self.hparams(phase))} epochs")
     stacked, history, train_time = self.train(phase, params, current["batch_stats"], masks,
                                               peak_scale)
     soup, record = self.evaluate_phase(phase, stacked, masks, history[-1], train_time,
@@ -161,18 +193,14 @@ class _Phases:
             ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
     """Retrains the m candidates from `params`: the stacked state, its history and time."""
     config = self.config
-    make_tx = lambda h: retrain.retrain_optimizer(
-        config.retrain.schedule, self.pretrain, masks,
-        peak_learning_rate=self.pretrain.max_lr * peak_scale * h["learning_rate"],
-        total_steps=h["retrain_epochs"] * self.steps_per_epoch, weight_decay=h["weight_decay"],
-        momentum=config.train.momentum, nesterov=config.train.nesterov)
-    txs = [make_tx(h) for h in self.hparams]
+    hparams = self.hparams(phase)
+    txs = [self.optimizer(h, phase, masks, peak_scale) for h in hparams]
     stacked = candidates.stack([
         state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                              batch_stats=batch_stats, opt_state=tx.init(params)) for tx in txs])
     phase_key = jax.random.fold_in(self.data_key, phase)
-    keys = jnp.stack([jax.random.fold_in(phase_key, h["seed"]) for h in self.hparams])
-    epochs = [h["retrain_epochs"] for h in self.hparams]
+    keys = jnp.stack([jax.random.fold_in(phase_key, h["seed"]) for h in hparams])
+    epochs = [h["retrain_epochs"] for h in hparams]
     run_epoch = candidates.candidate_epochs(
         stacked, self.dataset, keys, epochs, execution=config.parallel.candidate_execution,
         batch_size=config.train.batch_size, epoch_loop=config.train.epoch_loop, log=report.log,
@@ -185,7 +213,7 @@ class _Phases:
           eval_every_epochs=config.train.eval_every_epochs,
           images_per_epoch=self.m * self.steps_per_epoch * config.train.batch_size,
           scalars=self.scalars, scalar_prefix=f"phase{phase}/",
-          scalar_offset=self.scalar_offset + (phase - 1) * max(epochs))
+          scalar_offset=self.first_epoch(phase))
     finally:
       checkpointer.close()
     return stacked, history, elapsed
@@ -234,7 +262,7 @@ class _Phases:
     soup_test = self.evaluator.evaluate(soup, "test")
     best = int(np.argmax(val_acc))
     ensemble_probs = np.mean([np.exp(metrics.log_softmax(l)) for l, _ in test_logits], axis=0)
-    masks_record = _sparsity_record(soup.params, masks, self.paths)
+    masks_record = sparsity_record(soup.params, masks, self.paths)
     flops = metrics.flops_summary(metrics.layer_flops(
         self.model, {"params": soup.params, "batch_stats": soup.batch_stats},
         self.dataset.input_shape))
@@ -243,7 +271,8 @@ class _Phases:
         "target_sparsity": self.target(phase),
         **masks_record,
         "candidates": [{"hparams": self.describe(h, peak_scale), "val_accuracy": val_acc[k],
-                        "test_accuracy": test_acc[k]} for k, h in enumerate(self.hparams)],
+                        "test_accuracy": test_acc[k]}
+                       for k, h in enumerate(self.hparams(phase))],
         "soup": {"method": method, "ingredients": ingredients,
                  "val_accuracy": soup_val.get("accuracy"), "val_loss": soup_val.get("loss"),
                  "test_accuracy": soup_test["accuracy"], "test_loss": soup_test["loss"],
@@ -292,7 +321,8 @@ def _log_phase(record: dict[str, Any]) -> None:
 
 
 def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m: int,
-        length_factor: int = 1) -> dict[str, Any]:
+        length_factor: int = 1, phases_type: type[Phases] = Phases,
+        pretrain_epochs: int | None = None) -> dict[str, Any]:
   """Pretrains, then runs the pruning phases with m candidates each.
 
   Args:
@@ -301,15 +331,17 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     workdir: where checkpoints, plots and scalars go.
     m: candidates per phase (1 for IMP).
     length_factor: retraining length multiplier (imp_mx: soup.m).
+    phases_type: the phases (`Phases` or a subclass).
+    pretrain_epochs: stop pretraining after this many epochs (default: train.epochs).
   Returns:
     The results' strategy part: pretraining `history`, `dense` (its val/test metrics),
     `phases` (one record per phase), `final` (the last soup's metrics and sparsity).
   """
   scalars = report.ScalarWriter(workdir)
   try:
-    pretrained = dense.pretrain(config, dataset, workdir, scalars)
-    phases = _Phases(config, dataset, workdir, pretrained, m=m, length_factor=length_factor,
-                     scalars=scalars)
+    pretrained = dense.pretrain(config, dataset, workdir, scalars, epochs=pretrain_epochs)
+    phases = phases_type(config, dataset, workdir, pretrained, m=m,
+                         length_factor=length_factor, scalars=scalars)
     # The last pretraining epoch was evaluated on val already; only the test split is new.
     dense_metrics = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
     dense_metrics.update({f"test_{k}": v for k, v in pretrained.evaluator.evaluate(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sms_jax import checkpoints, metrics, report
+from sms_jax import checkpoints, metrics, report, sparsity
 from sms_jax.data import Dataset, Split, Stream
 from sms_jax.training import retrain, steps
 from sms_jax.training.state import TrainState
@@ -203,7 +203,7 @@ def epoch_record(epoch: int, step_metrics: dict[str, Any], opt_state: Any) -> di
   """One history record from an epoch's per-step metrics `[steps]` or `[steps, m]`.
 
   A metrics entry 'active' (`[m]` bool) marks candidates that did not train this epoch;
-  their values are None.
+  their values are None. Under gradual pruning the record has the mask's `sparsity`.
   """
   active = step_metrics.get("active")
   record = {"epoch": epoch}
@@ -213,6 +213,9 @@ def epoch_record(epoch: int, step_metrics: dict[str, Any], opt_state: Any) -> di
       values = np.where(active, values, np.nan)
     record[f"train_{name}"] = _summarise(values)
   record["learning_rate"] = _summarise(retrain.current_learning_rate(opt_state))
+  gradual = sparsity.gradual_sparsity(opt_state)
+  if gradual is not None:
+    record["sparsity"] = gradual
   return record
 
 

@@ -9,6 +9,9 @@ pretraining schedule (after its warmup), over a retraining budget of `total` ite
   llr   10% linear warmup from 0 to maxLR, then linear decay to 0 (the default);
   allr  as llr, with the peak chosen per phase from the norm that pruning removed
         (`allr_peak`).
+One more kind serves pruning during training (sms_gmp), where a phase goes on with the
+training itself:
+  continue  the pretraining schedule from iteration `first_step` on.
 A candidate's peak learning rate scales its whole schedule by `peak / maxLR`; its budget
 (`total_steps`) and peak are arrays in the optimizer state, so stacked candidates with
 different values share one compiled step.
@@ -25,6 +28,7 @@ from sms_jax import sparsity
 from sms_jax.training import schedules
 
 RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
+CONTINUE = "continue"
 WARMUP_FRACTION = 0.1
 
 
@@ -49,7 +53,10 @@ def pretrain_schedule(train_config, steps_per_epoch: int) -> PretrainSchedule:
 
 def learning_rate(kind: str, count: jax.Array, total_steps: jax.Array, peak: jax.Array,
                   pretrain: PretrainSchedule) -> jax.Array:
-  """Learning rate of retraining iteration `count` of `total_steps` (arrays, may be traced)."""
+  """Learning rate of retraining iteration `count` of `total_steps` (arrays, may be traced).
+
+  For CONTINUE, `count` is the pretraining iteration and `total_steps` is not used.
+  """
   count = jnp.asarray(count, jnp.float32)
   total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
   warm = jnp.maximum(jnp.round(WARMUP_FRACTION * total), 1.0)
@@ -68,6 +75,8 @@ def learning_rate(kind: str, count: jax.Array, total_steps: jax.Array, peak: jax
                    min_lr + (max_lr - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * after)))
   elif kind in ("llr", "allr"):
     lr = jnp.where(count < warm, warmup, max_lr * (1.0 - after))
+  elif kind == CONTINUE:
+    lr = pretrain.fn(jnp.clip(count, 0, pretrain.steps - 1))
   else:
     raise ValueError(f"unknown retrain.schedule {kind!r}; allowed: {', '.join(RETRAIN_SCHEDULES)}")
   return jnp.asarray(lr, jnp.float32) * (peak / max_lr)
@@ -96,12 +105,16 @@ class RetrainLRState(NamedTuple):
 
 
 def scale_by_retrain_schedule(kind: str, pretrain: PretrainSchedule, peak_learning_rate: float,
-                              total_steps: int) -> optax.GradientTransformation:
-  """Scales updates by `-learning_rate(kind, count, ...)`; peak and budget live in the state."""
+                              total_steps: int, first_step: int = 0
+                              ) -> optax.GradientTransformation:
+  """Scales updates by `-learning_rate(kind, count, ...)`; peak and budget live in the state.
+
+  The count starts at `first_step` (CONTINUE: the pretraining iteration to go on from).
+  """
 
   def init_fn(params):
     del params
-    return RetrainLRState(jnp.zeros((), jnp.int32), jnp.float32(peak_learning_rate),
+    return RetrainLRState(jnp.int32(first_step), jnp.float32(peak_learning_rate),
                           jnp.int32(total_steps), jnp.float32(0.0))
 
   def update_fn(updates, state, params=None):
@@ -115,7 +128,8 @@ def scale_by_retrain_schedule(kind: str, pretrain: PretrainSchedule, peak_learni
 
 def retrain_optimizer(kind: str, pretrain: PretrainSchedule, masks: Any, *,
                       peak_learning_rate: float, total_steps: int, weight_decay: float,
-                      momentum: float, nesterov: bool) -> optax.GradientTransformation:
+                      momentum: float, nesterov: bool,
+                      first_step: int = 0) -> optax.GradientTransformation:
   """SGD for retraining: coupled weight decay, momentum, the retraining schedule, the masks.
 
   Same update rule as `optimizer.sgd`. Weight decay, peak and budget are state arrays, so
@@ -125,7 +139,7 @@ def retrain_optimizer(kind: str, pretrain: PretrainSchedule, masks: Any, *,
   return optax.chain(
       optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay),
       optax.trace(decay=momentum, nesterov=nesterov),
-      scale_by_retrain_schedule(kind, pretrain, peak_learning_rate, total_steps),
+      scale_by_retrain_schedule(kind, pretrain, peak_learning_rate, total_steps, first_step),
       sparsity.masked_updates(masks))
 
 
