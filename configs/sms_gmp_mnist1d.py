@@ -7,7 +7,8 @@ the sparsity rises to 95% along the cubic schedule between epochs 10 and 45.
 one to epoch 60), going on with the training schedule, and their soup starts the next phase.
 `--config.strategy=gmp` is plain GMP: one model, its mask updated every epoch (28 steps) inside
 the training step. Fewer phases make the schedule coarser and cost accuracy here: 4 phases
-ended about 3 points lower, 12 as high as GMP (bench/gmp_mnist1d.md). `:quick` is a smoke test.
+ended about 3 points below GMP, 12 within half a point of it (bench/gmp_mnist1d.md). `:quick` is
+a smoke test.
 """
 
 from configs import default, mnist1d

@@ -51,7 +51,7 @@ def run_gmp(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -
   and `flops` of the final model.
   """
   steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
-  schedules = []
+  schedules = []  # The schedule starts from the start mask's sparsity, known inside pretrain.
 
   def mask_transform(masks):
     schedules.append(schedule_for(config, steps_per_epoch, sparsity.sparsity(masks)))
