@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sms_jax.sparsity import pruning
+from sms_jax.sparsity import masks as masks_lib, pruning
 from sms_jax.sparsity.transform import GradualPruningState
 
 GRADUAL_SELECTORS = ("global", "uniform")
@@ -74,9 +74,7 @@ def gradual_pruning(masks: Any, schedule: CubicSchedule,
   if selector not in GRADUAL_SELECTORS:
     raise ValueError(f"unknown gradual pruning selector {selector!r}; allowed: "
                      f"{', '.join(GRADUAL_SELECTORS)}")
-  leaves = jax.tree.leaves(masks)
-  alive = [int(np.count_nonzero(np.asarray(m))) for m in leaves]
-  sizes = [int(np.size(m)) for m in leaves]
+  alive, sizes = masks_lib.layer_alive(masks)
   update_steps = schedule.update_steps()
   table = np.asarray([pruning.keep_counts(alive, sizes, float(schedule.sparsity(t)), selector)
                       for t in update_steps], np.int32)  # [updates, 1 or layers]
@@ -109,6 +107,5 @@ def gradual_sparsity(opt_state: Any) -> float | None:
   is_state = lambda x: isinstance(x, GradualPruningState)
   for node in jax.tree.leaves(opt_state, is_leaf=is_state):
     if is_state(node):
-      leaves = [np.asarray(m) for m in jax.tree.leaves(node.masks)]
-      return 1.0 - sum(int(np.count_nonzero(m)) for m in leaves) / sum(m.size for m in leaves)
+      return masks_lib.sparsity(node.masks)
   return None

@@ -60,17 +60,28 @@ def apply_masks(params: Any, masks: Any) -> Any:
                       params, masks)
 
 
+def layer_alive(masks: Any) -> tuple[list[int], list[int]]:
+  """Alive entries and sizes of each prunable leaf of `masks` (`jax.tree.leaves` order)."""
+  leaves = [np.asarray(m) for m in jax.tree.leaves(masks)]
+  return [int(np.count_nonzero(m)) for m in leaves], [int(m.size) for m in leaves]
+
+
 def count_alive(masks: Any) -> tuple[int, int]:
   """(alive, total) entries over the prunable leaves of `masks`."""
-  leaves = jax.tree.leaves(masks)
-  return (sum(int(np.count_nonzero(np.asarray(m))) for m in leaves),
-          sum(int(np.size(m)) for m in leaves))
+  alive, sizes = layer_alive(masks)
+  return sum(alive), sum(sizes)
 
 
 def sparsity(masks: Any) -> float:
   """Fraction of pruned entries over the prunable leaves."""
   alive, total = count_alive(masks)
   return 1.0 - alive / total if total else 0.0
+
+
+def zero_outside(params: Any, masks: Any) -> bool:
+  """True if every entry of `params` outside `masks` is exactly 0 (masks may broadcast)."""
+  return all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(apply_masks(params, masks)), jax.tree.leaves(params)))
 
 
 def masks_equal(a: Any, b: Any) -> bool:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sms_jax.sparsity import masks as masks_lib
+
 SELECTORS = ("global", "uniform", "random")
 
 
@@ -84,8 +86,7 @@ def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "g
     raise ValueError(f"unknown pruning selector {selector!r}; allowed: {', '.join(SELECTORS)}")
   if selector == "random" and key is None:
     raise ValueError("the 'random' pruning selector needs a PRNG key")
-  alive = [int(np.count_nonzero(np.asarray(m))) for m in jax.tree.leaves(masks)]
-  sizes = [int(np.size(m)) for m in jax.tree.leaves(masks)]
+  alive, sizes = masks_lib.layer_alive(masks)
   current = 1.0 - sum(alive) / sum(sizes)
   if not current - 1e-9 <= target_sparsity <= 1.0:
     raise ValueError(f"target sparsity {target_sparsity} is not allowed; allowed: from the "

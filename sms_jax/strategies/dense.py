@@ -126,6 +126,17 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   return Pretrained(model, state, history, elapsed, evaluator, masks, init_mask)
 
 
+def final_metrics(pretrained: Pretrained) -> dict[str, float]:
+  """`val_*` and `test_*` metrics of the trained model.
+
+  The last epoch was evaluated on val already; only the test split is new.
+  """
+  final = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
+  final.update({f"test_{k}": v
+                for k, v in pretrained.evaluator.evaluate(pretrained.state, "test").items()})
+  return final
+
+
 def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> dict[str, Any]:
   """Dense training only. Returns the results' strategy part: `history`, `final`, size."""
   scalars = report.ScalarWriter(workdir)
@@ -133,10 +144,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
     pretrained = pretrain(config, dataset, workdir, scalars)
   finally:
     scalars.close()
-  # The last epoch was evaluated on val already; only the test split is new.
-  final = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
-  final.update({f"test_{k}": v
-                for k, v in pretrained.evaluator.evaluate(pretrained.state, "test").items()})
+  final = final_metrics(pretrained)
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
   if pretrained.init_mask:
     final["sparsity"] = sparsity.sparsity(pretrained.masks)

@@ -18,9 +18,7 @@ sms_gmp's `dense` results entry is the model before the first mask update.
 import time
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
 
 from sms_jax import metrics, models, report, sparsity
 from sms_jax.data import Dataset
@@ -65,12 +63,9 @@ def run_gmp(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -
   state, schedule = pretrained.state, schedules[0]
   tic = time.perf_counter()
   (masks,) = sparsity.held_masks(state.opt_state)
-  if not all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(sparsity.apply_masks(state.params, masks)), jax.tree.leaves(state.params))):
+  if not sparsity.zero_outside(state.params, masks):
     raise RuntimeError("the model has nonzero weights outside its gradual pruning mask")
-  final = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
-  final.update({f"test_{k}": v
-                for k, v in pretrained.evaluator.evaluate(state, "test").items()})
+  final = dense.final_metrics(pretrained)
   record = sms.sparsity_record(state.params, masks,
                                models.param_paths(pretrained.model, dataset.input_shape))
   final.update(sparsity=record["sparsity"], sparsity_all=record["sparsity_all"])

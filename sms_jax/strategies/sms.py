@@ -78,10 +78,9 @@ def _check_masks(stacked: state_lib.TrainState, masks: Any) -> None:
     held = sparsity.held_masks(opt_state)
     if len(held) != 1 or not sparsity.masks_equal(held[0], masks):
       raise RuntimeError(f"candidate {k} does not hold this phase's mask")
-  masked = sparsity.apply_masks(stacked.params, jax.tree.map(
-      lambda m: None if m is None else m[None], masks, is_leaf=lambda x: x is None))
-  if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(masked),
-                                                  jax.tree.leaves(stacked.params))):
+  stacked_masks = jax.tree.map(lambda m: None if m is None else m[None], masks,
+                               is_leaf=lambda x: x is None)
+  if not sparsity.zero_outside(stacked.params, stacked_masks):
     raise RuntimeError("a candidate has nonzero weights outside this phase's mask")
 
 
@@ -342,10 +341,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     pretrained = dense.pretrain(config, dataset, workdir, scalars, epochs=pretrain_epochs)
     phases = phases_type(config, dataset, workdir, pretrained, m=m,
                          length_factor=length_factor, scalars=scalars)
-    # The last pretraining epoch was evaluated on val already; only the test split is new.
-    dense_metrics = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
-    dense_metrics.update({f"test_{k}": v for k, v in pretrained.evaluator.evaluate(
-        pretrained.state, "test").items()})
+    dense_metrics = dense.final_metrics(pretrained)
     state = pretrained.state
     current = {"params": state.params, "batch_stats": state.batch_stats,
                "masks": pretrained.masks}
