@@ -16,6 +16,8 @@ import warnings
 import jax
 import orbax.checkpoint as ocp
 
+from sms_jax import parallel
+
 
 class CheckpointError(ValueError):
   """The checkpoints in a directory cannot be used to resume this run."""
@@ -43,7 +45,11 @@ class Checkpointer:
     return ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Writes `state` (a pytree of arrays) and `meta` (JSON-serialisable) as `step`."""
+    """Writes `state` (a pytree of arrays) and `meta` (JSON-serialisable) as `step`.
+
+    With several processes every process calls this with the same values.
+    """
+    state = parallel.global_arrays(state)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)))
 

@@ -70,6 +70,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.label_smoothing": _fraction(),
     "train.eval_every_epochs": _positive(),
     "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
+    "train.dtype": _choice(models.COMPUTE_DTYPES),
     "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS + ("global",)),
     "init_mask.score_batches": _positive(),
     "init_mask.density": _fraction(low_open=True, high_open=False),

@@ -47,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.label_smoothing = 0.0
   config.train.eval_every_epochs = 1
   config.train.epoch_loop = "auto"  # auto | scan | steps: how an in-memory epoch runs.
+  # Compute dtype: auto | float32 | bfloat16. Parameters, masks' targets, optimizer state,
+  # BatchNorm statistics and logits stay float32. auto: bfloat16 on GPU/TPU, float32 on CPU.
+  config.train.dtype = "auto"
 
   # Start sparse: a mask at initialisation (every strategy trains inside it; pruning only
   # removes more). distribution 'none' starts dense.

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from sms_jax import config as config_lib
-from sms_jax import data, models, report, strategies
+from sms_jax import data, models, parallel, report, strategies
 
 
 class WorkdirError(ValueError):
@@ -96,11 +96,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   except OSError as error:
     raise WorkdirError(f"cannot create workdir {workdir}: {error}") from error
   report.write_json(os.path.join(workdir, "config.json"), config_dict)
-  report.log(f"workdir {workdir}; devices {report.devices()}")
+  devices = {**report.devices(), "mesh": parallel.describe(parallel.candidate_mesh(
+      strategies.candidates_per_phase(config), config.train.batch_size))}
+  report.log(f"workdir {workdir}; devices {devices}")
 
   results = strategies.STRATEGIES[config.strategy](config, dataset, workdir)
   results = {"config": config_dict, **results,
-             "wall_time_s": time.perf_counter() - start, "devices": report.devices()}
+             "wall_time_s": time.perf_counter() - start, "devices": devices}
   report.write_json(os.path.join(workdir, "results.json"), results)
   report.log(f"wrote {os.path.join(workdir, 'results.json')}")
   return results

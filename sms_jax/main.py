@@ -20,6 +20,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Where checkpoints and results go; default: runs/<config>-<strategy>-<hash of the config>.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "",
+    "Multi-process runs: host:port of process 0. Unset: read from the cluster's environment "
+    "(SLURM, Open MPI, multi-host TPU, JAX_COORDINATOR_ADDRESS); none there: one process.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 0, "Multi-process runs: the number of processes (0: from the environment).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", -1, "Multi-process runs: this process's index (-1: from the environment).")
 flags.mark_flag_as_required("config")
 
 
@@ -95,7 +103,14 @@ def main(argv: list[str]) -> None:
   from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   from sms_jax.training import loop  # pylint: disable=g-import-not-at-top
 
+  from sms_jax import parallel  # pylint: disable=g-import-not-at-top
   _enable_compilation_cache()
+  try:
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except Exception as error:  # pylint: disable=broad-except
+    _fail(f"cannot join the multi-process run ({type(error).__name__}: "
+          f"{str(error).strip().splitlines()[0][:200]}); check --coordinator_address, "
+          "--num_processes and --process_id")
   workdir = _WORKDIR.value
   if workdir is None:
     try:

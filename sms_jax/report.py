@@ -1,4 +1,8 @@
-"""Side effects at the edge: progress lines, results.json, TensorBoard scalars."""
+"""Side effects at the edge: progress lines, results.json, TensorBoard scalars.
+
+In a run of several processes only process 0 prints and writes files; the others compute
+the same values and stay quiet (orbax checkpoints are written by all, collectively).
+"""
 
 import contextlib
 import datetime
@@ -10,9 +14,15 @@ from typing import IO, Any, Iterator
 import jax
 
 
+def is_primary() -> bool:
+  """Whether this is the process that prints and writes (process 0)."""
+  return jax.process_index() == 0
+
+
 def log(message: str) -> None:
   """Prints one progress line to stdout, flushed (runs are watched live and through pipes)."""
-  print(message, flush=True)
+  if is_primary():
+    print(message, flush=True)
 
 
 @contextlib.contextmanager
@@ -21,8 +31,12 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
 
   The file is a temporary one in `path`'s directory (created if needed), moved onto `path`
   when the block ends without an exception (and deleted otherwise): readers see the old file
-  or the whole new one.
+  or the whole new one. Outside process 0 the content goes nowhere.
   """
+  if not is_primary():
+    with open(os.devnull, mode) as f:
+      yield f
+    return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   f = tempfile.NamedTemporaryFile(mode, dir=directory, suffix=".tmp", delete=False)
@@ -48,9 +62,10 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def devices() -> dict[str, Any]:
-  """The devices this process computes on: `count`, `platform`, `kind`."""
+  """The devices of this run (all processes): `count`, `platform`, `kind`, `processes`."""
   devs = jax.devices()
-  return {"count": len(devs), "platform": devs[0].platform, "kind": devs[0].device_kind}
+  return {"count": len(devs), "platform": devs[0].platform, "kind": devs[0].device_kind,
+          "processes": jax.process_count()}
 
 
 def format_duration(seconds: float) -> str:
@@ -97,6 +112,8 @@ class ScalarWriter:
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     """Adds each of `scalars` at `step` (a per-candidate list as `name/candidate<k>`), flushes."""
+    if not is_primary():
+      return
     if self._writer is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(self._directory, purge_step=step)

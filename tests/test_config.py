@@ -41,6 +41,7 @@ def test_shipped_configs_are_valid(path):
     ("soup.weight_decays", (1e-4, -1.0), "numbers >= 0"),
     ("soup.bn_recalibration_frac", 0.0, "(0, 1]"),
     ("parallel.candidate_execution", "pmap", "one of auto, vmap, map, loop"),
+    ("train.dtype", "float16", "one of auto, float32, bfloat16"),
     ("ood.severity", 6, "0..5"),
 ])
 def test_out_of_range_values_are_refused(key, value, expected):

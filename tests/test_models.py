@@ -191,3 +191,33 @@ def test_names_help_is_one_short_line():
   assert "\n" not in MODEL_NAMES_HELP and len(MODEL_NAMES_HELP) < 300
   for name in ("mlp", "cnn1d", "cnn2d", "resnet18", "wrn", "vgg", "resnet50"):
     assert name in MODEL_NAMES_HELP
+
+
+def test_bfloat16_compute_keeps_float32_state():
+  """train.dtype=bfloat16: convolutions and matmuls run in bfloat16, while parameters,
+  BatchNorm statistics, optimizer state and logits stay float32; the step tracks float32's."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from sms_jax.models import compute_dtype  # pylint: disable=g-import-not-at-top
+  from sms_jax.training import state as state_lib, steps  # pylint: disable=g-import-not-at-top
+  assert compute_dtype("auto") == jnp.float32  # These tests run on CPU.
+  assert compute_dtype("bfloat16") == jnp.bfloat16
+  with pytest.raises(ValueError, match="allowed: auto, float32, bfloat16"):
+    compute_dtype("float16")
+  x = jax.random.normal(jax.random.key(1), (32, 16, 16, 3))
+  y = jax.random.randint(jax.random.key(2), (32,), 0, 10)
+  results = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    model = create_model("resnet20", 10, dtype=dtype)
+    tx = optax.sgd(0.1, momentum=0.9)
+    state = state_lib.create_train_state(model, tx, jax.random.key(0), (16, 16, 3))
+    step = functools.partial(steps.train_step, model=model, tx=tx)
+    jaxpr = str(jax.make_jaxpr(step)(state, x, y))
+    assert ("conv_general_dilated" in jaxpr and "bf16[32,16,16,16]" in jaxpr) == (
+        dtype == jnp.bfloat16)
+    new_state, metrics = jax.jit(step)(state, x, y)
+    for leaf in jax.tree.leaves((new_state.params, new_state.batch_stats, new_state.opt_state)):
+      assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+    assert model.apply({"params": new_state.params, "batch_stats": new_state.batch_stats}, x,
+                       train=False).dtype == jnp.float32
+    results[dtype] = metrics["loss"]
+  assert abs(float(results[jnp.bfloat16]) - float(results[jnp.float32])) < 0.05

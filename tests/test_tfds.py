@@ -208,6 +208,17 @@ def test_stream_eval_keeps_order_and_remainder(imagenet, data_dir):
   np.testing.assert_allclose(x, np.broadcast_to(expected[:, None, None], x.shape), atol=0.05)
 
 
+def test_stream_shards_split_the_examples_between_processes(imagenet, data_dir):
+  """Each of 3 processes reads its own third of 'validation' (10 examples: 3 each, the
+  remainder dropped); together, in order, they are the split's first 9."""
+  labels = imagenet[0]["validation"][1]
+  parts = [np.concatenate([y for _, y in tfds_source.stream_batches(
+      "imagenet2012", "validation", batch_size=2, seed=0, epoch=0, train=False,
+      data_dir=data_dir, image_size=IMAGE_SIZE, shard=(k, 3))]) for k in range(3)]
+  assert [len(p) for p in parts] == [3, 3, 3]
+  np.testing.assert_array_equal(np.concatenate(parts), labels[:9])
+
+
 def test_stream_train_is_a_function_of_seed_and_epoch(imagenet, data_dir):
   labels = imagenet[0]["train"][1][6:]
   first = _stream("train[20%:]", train=True, epoch=0, data_dir=data_dir)

@@ -31,13 +31,13 @@ class Stream(NamedTuple):
   num_examples: int
   image_size: int
 
-  def batches(self, batch_size: int, *, train: bool, seed: int = 0,
-              epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  def batches(self, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0,
+              shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`(x: [b, s, s, 3] float32, y: [b] int32)` batches; see `tfds_source.stream_batches`."""
     from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.stream_batches(self.name, self.split, batch_size=batch_size, seed=seed,
                                       epoch=epoch, train=train, data_dir=self.data_dir or None,
-                                      image_size=self.image_size)
+                                      image_size=self.image_size, shard=shard)
 
 
 class Dataset(NamedTuple):

@@ -218,8 +218,8 @@ def _eval_image(tf, encoded, image_size: int):
 
 
 def stream_batches(name: str, split: str, *, batch_size: int, seed: int, epoch: int,
-                   train: bool, data_dir: str | None,
-                   image_size: int = 224) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                   train: bool, data_dir: str | None, image_size: int = 224,
+                   shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """One epoch of `split` as preprocessed batches, through a tf.data pipeline.
 
   With `train`, the examples are shuffled and augmented (random resized crop, horizontal
@@ -236,6 +236,9 @@ def stream_batches(name: str, split: str, *, batch_size: int, seed: int, epoch: 
     train: shuffle + augment + drop the remainder, or evaluation preprocessing.
     data_dir: the TFDS data directory; None for TFDS's default.
     image_size: side of the output images.
+    shard: `(index, count)`: read only part `index` of `count` equal parts of `split` (one
+      per process of a multi-host run; the remainder of the division is dropped, so every
+      process takes the same number of steps).
 
   Yields:
     (images `[b, image_size, image_size, 3] float32`, labels `[b] int32`).
@@ -251,6 +254,8 @@ def stream_batches(name: str, split: str, *, batch_size: int, seed: int, epoch: 
         f"TFDS dataset {name!r} is prepared as ArrayRecord, which tf.data cannot stream; "
         f"prepare it with: tfds build {name} --file_format=tfrecord")
   is_jpeg = builder.info.features["image"].encoding_format == "jpeg"
+  if shard[1] > 1:
+    split = tfds.even_splits(split, n=shard[1], drop_remainder=True)[shard[0]]
   ds_seed = epoch_seed(seed, epoch)
   read_config = tfds.ReadConfig(shuffle_seed=ds_seed, try_autocache=False)
   decoders = {"image": tfds.decode.SkipDecoding()}

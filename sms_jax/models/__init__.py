@@ -4,7 +4,8 @@
 train=bool)`; see `sms_jax.models.registry` for the conventions shared by every model.
 """
 
-from sms_jax.models.registry import (MODEL_NAMES_HELP, create_model, input_ndim, is_known_model,
-                                     param_paths)
+from sms_jax.models.registry import (COMPUTE_DTYPES, MODEL_NAMES_HELP, compute_dtype, create_model,
+                                     input_ndim, is_known_model, param_paths)
 
-__all__ = ["MODEL_NAMES_HELP", "create_model", "input_ndim", "is_known_model", "param_paths"]
+__all__ = ["COMPUTE_DTYPES", "MODEL_NAMES_HELP", "compute_dtype", "create_model", "input_ndim",
+           "is_known_model", "param_paths"]

@@ -63,6 +63,19 @@ def _builder(name: str) -> Builder | None:
   return None
 
 
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name: str) -> Dtype:
+  """The dtype called `name` (one of COMPUTE_DTYPES); 'auto' is bfloat16 on accelerators
+  (GPU, TPU), float32 on CPU, where bfloat16 convolutions are emulated and slower."""
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown compute dtype {name!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
+  if name == "auto":
+    name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return jnp.dtype(name)
+
+
 def input_ndim(name: str) -> int | None:
   """Dimensions of one example the model expects: 2 for `[length, channels]` signals (cnn1d),
   3 for `[height, width, channels]` images, None for any (mlp flattens)."""

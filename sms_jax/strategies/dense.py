@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from sms_jax import checkpoints, metrics, models, report, sparsity
+from sms_jax import checkpoints, metrics, models, parallel, report, sparsity
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks
 from sms_jax.training import loop, optimizer, state as state_lib
@@ -85,7 +85,8 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
       (e.g. gradual pruning); default: `masked_updates` for a sparse start, nothing for a
       dense one.
   """
-  model = models.create_model(config.model.name, dataset.num_classes)
+  model = models.create_model(config.model.name, dataset.num_classes,
+                              dtype=models.compute_dtype(config.train.dtype))
   steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
   tx = optimizer.make_optimizer(config.train, steps_per_epoch)
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
@@ -114,16 +115,19 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   evaluator = loop.Evaluator(model, dataset, config.train.eval_batch_size)
   checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
                                           config.checkpoint.keep)
+  mesh = parallel.candidate_mesh(1, config.train.batch_size)
   try:
     state, history, elapsed = loop.fit(
-        state, loop.train_epochs(state, dataset, data_key, config.train, model=model, tx=tx),
+        state, loop.train_epochs(state, dataset, data_key, config.train, model=model, tx=tx,
+                                 mesh=mesh),
         epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
         checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
         eval_every_epochs=config.train.eval_every_epochs,
         images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars)
   finally:
     checkpointer.close()
-  return Pretrained(model, state, history, elapsed, evaluator, masks, init_mask)
+  return Pretrained(model, parallel.to_local(state), history, elapsed, evaluator, masks,
+                    init_mask)
 
 
 def final_metrics(pretrained: Pretrained) -> dict[str, float]:

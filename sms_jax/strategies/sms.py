@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from sms_jax import checkpoints, metrics, models, plots, report, soups, sparsity
+from sms_jax import checkpoints, metrics, models, parallel, plots, report, soups, sparsity
 from sms_jax.data import Dataset, Split, corruptions
 from sms_jax.strategies import dense
 from sms_jax.training import candidates, loop, retrain, state as state_lib
@@ -116,6 +116,7 @@ class Phases:
     self.ood_key = jax.random.fold_in(root, 3)
     self._ood_sets = None  # {name: Split}, built at the first evaluation.
     self.start_sparsity = sparsity.sparsity(pretrained.masks)
+    self.mesh = parallel.candidate_mesh(m, config.train.batch_size)
 
   def target(self, phase: int) -> float:
     """The sparsity after `phase`: from the initial mask's sparsity to the goal."""
@@ -203,7 +204,8 @@ class Phases:
     run_epoch = candidates.candidate_epochs(
         stacked, self.dataset, keys, epochs, execution=config.parallel.candidate_execution,
         batch_size=config.train.batch_size, epoch_loop=config.train.epoch_loop, log=report.log,
-        model=self.model, tx=txs[0], label_smoothing=config.train.label_smoothing)
+        mesh=self.mesh, model=self.model, tx=txs[0],
+        label_smoothing=config.train.label_smoothing)
     checkpointer = checkpoints.Checkpointer(self.candidate_dir(phase), config.checkpoint.keep)
     try:
       stacked, history, elapsed = loop.fit(
@@ -215,7 +217,7 @@ class Phases:
           scalar_offset=self.first_epoch(phase))
     finally:
       checkpointer.close()
-    return stacked, history, elapsed
+    return parallel.to_local(stacked), history, elapsed
 
   def candidate_dir(self, phase: int) -> str:
     return os.path.join(self.workdir, "checkpoints", f"phase{phase}_candidates")

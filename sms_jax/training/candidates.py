@@ -10,6 +10,11 @@ all m. How the candidate axis executes (`parallel.candidate_execution`):
   auto  'loop' on CPU, where for conv nets vmap measured up to 2.7x and lax.map 7-23x
         slower than a loop (bench/RESULTS.md), and 'vmap' on accelerators.
 All give the same results up to floating-point reassociation.
+
+On several devices the candidates are sharded over a `parallel.candidate_mesh`: each slice
+of the mesh trains its own m / c candidates in one program, with the execution above among
+them ('loop': one after another inside the program; with one candidate per slice all are
+the same).
 """
 
 from typing import Any, Callable, Sequence
@@ -17,7 +22,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from sms_jax import parallel
 from sms_jax.data import Dataset
 from sms_jax.training import loop
 from sms_jax.training.state import TrainState
@@ -41,7 +48,8 @@ def stack(trees: Sequence[Any]) -> Any:
 
 
 def unstack(tree: Any) -> list[Any]:
-  """The m trees of a stacked tree `[m, ...]`."""
+  """The m trees of a stacked tree `[m, ...]`, on this process's device (from a mesh too)."""
+  tree = parallel.to_local(tree)
   m = jax.tree.leaves(tree)[0].shape[0]
   return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(m)]
 
@@ -53,7 +61,8 @@ def num_candidates(tree: Any) -> int:
 
 def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
                      epochs: Sequence[int], *, execution: str, batch_size: int, epoch_loop: str,
-                     log: Callable[[str], None], **step_kwargs) -> loop.EpochFn:
+                     log: Callable[[str], None], mesh: Mesh | None = None,
+                     **step_kwargs) -> loop.EpochFn:
   """Epochs of m stacked candidates (streamed data: one candidate after the other).
 
   Candidate k trains for `epochs[k]` epochs, epoch `e` drawing its data from
@@ -65,16 +74,28 @@ def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
     keys: `[m]` data keys.
     epochs: the m candidates' numbers of epochs.
     execution: one of EXECUTIONS.
+    mesh: a `parallel.candidate_mesh` to shard the candidates over, or None to train them on
+      one device. Streamed candidates train one after another, each data parallel over
+      all devices.
     batch_size, epoch_loop, log, **step_kwargs: as for `loop.epoch_runner`.
   Returns:
     `run(state, epoch) -> (state, metrics)`, metrics `{'loss', 'accuracy': [steps, m],
-    'active': [m]}` (candidates that did not train this epoch have `active` False).
+    'active': [m]}` (candidates that did not train this epoch have `active` False). With a
+    mesh the returned state stays sharded over it.
   """
   execution = resolve_execution(execution)
   m = num_candidates(state)
   runner_kwargs = dict(batch_size=batch_size, epoch_loop=epoch_loop, log=log, **step_kwargs)
-  if dataset.streaming:  # Each candidate reads its own order from the stream, in turn.
-    run_stream = loop.streamed_runner(dataset, batch_size=batch_size, log=log, **step_kwargs)
+  if mesh is not None and not dataset.streaming:
+    one_per_slice = m == mesh.shape[parallel.CANDIDATES]
+    run_stacked = loop.epoch_runner(state, dataset, stacked="loop" if one_per_slice else execution,
+                                    mesh=mesh, **runner_kwargs)
+    return _with_active(run_stacked, keys, epochs)
+  if dataset.streaming:  # Each candidate reads its own order from the stream, in turn,
+    # data parallel over every device.
+    run_stream = loop.streamed_runner(
+        dataset, batch_size=batch_size, log=log,
+        mesh=None if mesh is None else parallel.candidate_mesh(1, batch_size), **step_kwargs)
     run_one = lambda s, k, epoch: run_stream(s, keys[k], epoch)
     execution = "loop"
   elif execution == "loop":
@@ -98,7 +119,14 @@ def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
       return stack(states), {**step_metrics, "active": active}
     return run
 
-  run_stacked = loop.epoch_runner(state, dataset, stacked=execution, **runner_kwargs)
+  return _with_active(loop.epoch_runner(state, dataset, stacked=execution, **runner_kwargs),
+                      keys, epochs)
+
+
+def _with_active(run_stacked: loop.KeyedEpochFn, keys: jax.Array,
+                 epochs: Sequence[int]) -> loop.EpochFn:
+  """Epoch `epoch` of the stacked runner: candidate k draws from `fold_in(keys[k], epoch)`
+  and trains while `epoch < epochs[k]`."""
 
   def run(state, epoch):
     active = np.asarray([epoch < e for e in epochs])

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec
 
 from sms_jax import metrics
 from sms_jax.data import device
@@ -43,15 +44,20 @@ def epoch_plan(key: jax.Array, num_examples: int, batch_size: int) -> tuple[jax.
 
 def train_epoch_step(state: TrainState, augment_key: jax.Array, step_index: jax.Array,
                      batches: jax.Array, inputs: jax.Array, labels: jax.Array, *, augment: str,
+                     batch_spec: PartitionSpec | None = None,
                      **step_kwargs) -> tuple[TrainState, dict[str, jax.Array]]:
   """Step `step_index` of an epoch planned by `epoch_plan`, on in-memory `inputs: [n, ...]`.
 
   Gathers the batch `batches[step_index]`, augments it with `fold_in(augment_key,
   step_index)` and takes one `train_step` (`step_kwargs`: model, tx, label_smoothing).
+  `batch_spec` (inside a mesh) shards the batch, e.g. over the mesh's data axis.
   """
   idx = batches[step_index]
   batch = device.augment(jax.random.fold_in(augment_key, step_index), inputs[idx], augment)
-  return train_step(state, batch, labels[idx], **step_kwargs)
+  batch_labels = labels[idx]
+  if batch_spec is not None:
+    batch, batch_labels = jax.lax.with_sharding_constraint((batch, batch_labels), batch_spec)
+  return train_step(state, batch, batch_labels, **step_kwargs)
 
 
 def train_epoch(state: TrainState, key: jax.Array, inputs: jax.Array, labels: jax.Array, *,
