@@ -32,6 +32,7 @@ with other sizes is rewritten, but only if this script wrote it (a marker file s
 import argparse
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -60,9 +61,8 @@ def _offline():
   tfds = tfds_source._import_tfds()  # pylint: disable=protected-access
   from tensorflow_datasets.core.utils import gcs_utils  # pylint: disable=g-import-not-at-top
   gcs_utils._is_gcs_disabled = True  # pylint: disable=protected-access
-  try:
-    import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:  # TFDS 4.9.10 needs it to write a dataset; the stdlib has the same API.
+  if importlib.util.find_spec("importlib_resources") is None:
+    # TFDS 4.9.10 needs it to write a dataset; the stdlib has the same API.
     import importlib.resources  # pylint: disable=g-import-not-at-top
     import importlib.resources.abc  # pylint: disable=g-import-not-at-top,unused-import
     sys.modules["importlib_resources"] = importlib.resources

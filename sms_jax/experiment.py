@@ -96,8 +96,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   except OSError as error:
     raise WorkdirError(f"cannot create workdir {workdir}: {error}") from error
   report.write_json(os.path.join(workdir, "config.json"), config_dict)
-  devices = {**report.devices(), "mesh": parallel.describe(parallel.candidate_mesh(
-      strategies.candidates_per_phase(config), config.train.batch_size))}
+  try:  # With several processes, a mesh must use every process's devices.
+    meshes = [parallel.candidate_mesh(m, config.train.batch_size)
+              for m in (1, strategies.candidates_per_phase(config))]
+  except ValueError as error:
+    raise config_lib.ConfigError(str(error)) from error
+  devices = {**report.devices(), "mesh": parallel.describe(meshes[-1])}
+  for mesh in meshes:
+    if mesh is not None and mesh.size < devices["count"]:
+      report.log(f"note: the {'x'.join(map(str, mesh.shape.values()))} mesh uses {mesh.size} "
+                 f"of the {devices['count']} devices (train.batch_size limits the data axis)")
   report.log(f"workdir {workdir}; devices {devices}")
 
   results = strategies.STRATEGIES[config.strategy](config, dataset, workdir)

@@ -87,9 +87,9 @@ def candidate_mesh(m: int, batch_size: int,
   c, d = mesh_shape(m, batch_size, len(devices))
   if c * d < len(devices) and jax.process_count() > 1:
     raise ValueError(
-        f"{m} candidates with batch size {batch_size} cannot use all {len(devices)} devices of "
-        f"{jax.process_count()} processes (mesh {c}x{d}); allowed: soup.m or "
-        "train.batch_size sharing a factor with the device count so that c * d covers them")
+        f"config key train.batch_size = {batch_size} is not allowed with {m} candidate(s) on "
+        f"{len(devices)} devices of {jax.process_count()} processes (the {c}x{d} mesh would "
+        f"leave devices idle); allowed: a batch size that is a multiple of {len(devices) // c}")
   return Mesh(np.asarray(devices[:c * d]).reshape(c, d), (CANDIDATES, DATA),
               axis_types=(jax.sharding.AxisType.Auto,) * 2)
 

@@ -92,3 +92,22 @@ def test_scan_epochs_equal_dispatched_steps_for_candidates():
 def test_unknown_execution_is_rejected():
   with pytest.raises(ValueError, match="unknown candidate execution 'pmap'; allowed: auto"):
     candidates.resolve_execution("pmap")
+
+
+def test_auto_execution_measures_on_accelerators_only(monkeypatch):
+  """'auto' is 'loop' on CPU without measuring; on an accelerator it takes whichever of
+  vmap and loop `measure_execution` times faster."""
+  model, dataset, _, txs, states, _ = _setup()
+  stacked = candidates.stack(states)
+  kwargs = dict(batch_size=64, log=lambda _: None, model=model, tx=txs[0])
+  times = candidates.measure_execution(stacked, jnp.asarray(dataset.train.x[:64]),
+                                       jnp.asarray(dataset.train.y[:64]), repeats=1,
+                                       model=model, tx=txs[0])
+  assert set(times) == {"vmap", "loop"} and min(times.values()) > 0
+  assert candidates.choose_execution("auto", stacked, dataset, **kwargs) == "loop"  # CPU
+  assert candidates.choose_execution("map", stacked, dataset, **kwargs) == "map"
+  monkeypatch.setattr(candidates.jax, "default_backend", lambda: "gpu")
+  for measured, expected in (({"vmap": 1.0, "loop": 2.0}, "vmap"),
+                             ({"vmap": 2.0, "loop": 1.0}, "loop")):
+    monkeypatch.setattr(candidates, "measure_execution", lambda *a, t=measured, **k: t)
+    assert candidates.choose_execution("auto", stacked, dataset, **kwargs) == expected

@@ -41,6 +41,14 @@ def test_one_device_has_no_mesh():
   assert parallel.describe(None) == {"candidates": 1, "data": 1}
 
 
+def test_idle_devices_are_refused_across_processes(monkeypatch):
+  """One process may leave devices idle (a 4x2 mesh of 16); several may not."""
+  sixteen = jax.devices()[:1] * 16  # Only the mesh's shape is looked at before the error.
+  monkeypatch.setattr(parallel.jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match="train.batch_size = 6 is not allowed .* multiple of 4"):
+    parallel.candidate_mesh(4, 6, sixteen)
+
+
 def test_cluster_detection(monkeypatch):
   for name in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
                "TPU_WORKER_HOSTNAMES"):
@@ -63,7 +71,8 @@ def test_put_and_to_local_round_trip():
   np.testing.assert_array_equal(jax.random.key_data(back["key"]), jax.random.key_data(tree["key"]))
 
 
-def test_sharded_step_equals_the_plain_one(tiny_config):
+@pytest.mark.parametrize("epoch_loop", ["steps", "scan"])
+def test_sharded_step_equals_the_plain_one(tiny_config, epoch_loop):
   """The shard_map'd epoch (a 1x1 mesh here) trains m candidates exactly as vmap without a mesh,
   and one replicated state exactly as the plain step."""
   dataset = data.load(tiny_config.dataset)
@@ -71,7 +80,7 @@ def test_sharded_step_equals_the_plain_one(tiny_config):
   tx = optax.sgd(0.05, momentum=0.9)
   one = state_lib.create_train_state(model, tx, jax.random.key(0), dataset.input_shape)
   mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), (parallel.CANDIDATES, parallel.DATA))
-  kwargs = dict(batch_size=64, epoch_loop="steps", log=lambda _: None, model=model, tx=tx)
+  kwargs = dict(batch_size=64, epoch_loop=epoch_loop, log=lambda _: None, model=model, tx=tx)
   keys = jax.random.split(jax.random.key(1), 3)
   active = jnp.asarray([True, False, True])
   copy = lambda tree: jax.tree.map(jnp.copy, tree)

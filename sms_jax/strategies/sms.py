@@ -117,6 +117,7 @@ class Phases:
     self._ood_sets = None  # {name: Split}, built at the first evaluation.
     self.start_sparsity = sparsity.sparsity(pretrained.masks)
     self.mesh = parallel.candidate_mesh(m, config.train.batch_size)
+    self.execution = None  # parallel.candidate_execution, resolved at the first phase.
 
   def target(self, phase: int) -> float:
     """The sparsity after `phase`: from the initial mask's sparsity to the goal."""
@@ -201,11 +202,16 @@ class Phases:
     phase_key = jax.random.fold_in(self.data_key, phase)
     keys = jnp.stack([jax.random.fold_in(phase_key, h["seed"]) for h in hparams])
     epochs = [h["retrain_epochs"] for h in hparams]
+    step_kwargs = dict(model=self.model, tx=txs[0], label_smoothing=config.train.label_smoothing)
+    if self.execution is None:  # Chosen once: every phase's candidates have the same shapes.
+      self.execution = config.parallel.candidate_execution if self.mesh else \
+          candidates.choose_execution(config.parallel.candidate_execution, stacked, self.dataset,
+                                      batch_size=config.train.batch_size, log=report.log,
+                                      **step_kwargs)
     run_epoch = candidates.candidate_epochs(
-        stacked, self.dataset, keys, epochs, execution=config.parallel.candidate_execution,
+        stacked, self.dataset, keys, epochs, execution=self.execution,
         batch_size=config.train.batch_size, epoch_loop=config.train.epoch_loop, log=report.log,
-        mesh=self.mesh, model=self.model, tx=txs[0],
-        label_smoothing=config.train.label_smoothing)
+        mesh=self.mesh, **step_kwargs)
     checkpointer = checkpoints.Checkpointer(self.candidate_dir(phase), config.checkpoint.keep)
     try:
       stacked, history, elapsed = loop.fit(

@@ -8,15 +8,19 @@ all m. How the candidate axis executes (`parallel.candidate_execution`):
   map   `lax.map` over the candidates inside one compiled step;
   loop  one compiled single-candidate step called for each candidate in turn;
   auto  'loop' on CPU, where for conv nets vmap measured up to 2.7x and lax.map 7-23x
-        slower than a loop (bench/RESULTS.md), and 'vmap' on accelerators.
+        slower than a loop (bench/RESULTS.md); on accelerators whichever of 'vmap' and
+        'loop' trains these candidates faster, measured on one batch (`choose_execution`).
 All give the same results up to floating-point reassociation.
 
 On several devices the candidates are sharded over a `parallel.candidate_mesh`: each slice
 of the mesh trains its own m / c candidates in one program, with the execution above among
-them ('loop': one after another inside the program; with one candidate per slice all are
-the same).
+them ('loop': one after another inside the program). There 'auto' is 'loop' when the mesh
+has a data axis (vmapped convolutions would make XLA all-gather activations,
+bench/mesh_collectives.py) and otherwise as on one device, unmeasured.
 """
 
+import functools
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -26,20 +30,65 @@ from jax.sharding import Mesh
 
 from sms_jax import parallel
 from sms_jax.data import Dataset
-from sms_jax.training import loop
+from sms_jax.training import loop, steps
 from sms_jax.training.state import TrainState
 
 EXECUTIONS = ("auto", "vmap", "map", "loop")
 
 
 def resolve_execution(execution: str) -> str:
-  """'auto' is 'loop' on CPU and 'vmap' on accelerators; other values pass through."""
+  """'auto' is 'loop' on CPU and 'vmap' on accelerators (without measuring: see
+  `choose_execution`); other values pass through."""
   if execution not in EXECUTIONS:
     raise ValueError(f"unknown candidate execution {execution!r}; allowed: "
                      f"{', '.join(EXECUTIONS)}")
   if execution != "auto":
     return execution
   return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+def measure_execution(state: TrainState, inputs: jax.Array, labels: jax.Array, *,
+                      repeats: int = 3, **step_kwargs) -> dict[str, float]:
+  """Seconds per training step of the candidates `state: [m, ...]` on one batch `inputs:
+  [b, ...]`, `labels: [b]`: as 'vmap' (one vectorised step) and as 'loop' (m single steps).
+
+  Median of `repeats` timed calls after a compiling one; `state` is not consumed.
+  `step_kwargs`: model, tx, label_smoothing for `steps.train_step`.
+  """
+  step = functools.partial(steps.train_step, **step_kwargs)
+  single, stacked = jax.jit(step), jax.jit(jax.vmap(step, in_axes=(0, None, None)))
+  first = unstack(state)[0]
+  runs = {"vmap": lambda: stacked(state, inputs, labels),
+          "loop": lambda: [single(first, inputs, labels) for _ in range(num_candidates(state))]}
+  times = {}
+  for name, run in runs.items():
+    jax.block_until_ready(run())
+    samples = []
+    for _ in range(repeats):
+      tic = time.perf_counter()
+      jax.block_until_ready(run())
+      samples.append(time.perf_counter() - tic)
+    times[name] = float(np.median(samples))
+  return times
+
+
+def choose_execution(execution: str, state: TrainState, dataset: Dataset, *, batch_size: int,
+                     log: Callable[[str], None], **step_kwargs) -> str:
+  """`execution` resolved for these candidates `state: [m, ...]`.
+
+  'auto' on an accelerator, with m > 1 in-memory candidates, measures 'vmap' against 'loop'
+  on the first training batch (`measure_execution`) and takes the faster, so that stacking
+  is used only where it wins; elsewhere it is `resolve_execution`'s choice.
+  """
+  if (execution != "auto" or jax.default_backend() == "cpu" or num_candidates(state) == 1
+      or dataset.streaming):
+    return resolve_execution(execution)
+  times = measure_execution(state, jnp.asarray(dataset.train.x[:batch_size]),
+                            jnp.asarray(dataset.train.y[:batch_size]), **step_kwargs)
+  choice = min(times, key=times.get)
+  log(f"candidate execution auto: one step of {num_candidates(state)} candidates takes "
+      f"{times['vmap'] * 1e3:.1f} ms as vmap, {times['loop'] * 1e3:.1f} ms as a loop: {choice}")
+  return choice
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -83,14 +132,18 @@ def candidate_epochs(state: TrainState, dataset: Dataset, keys: jax.Array,
     'active': [m]}` (candidates that did not train this epoch have `active` False). With a
     mesh the returned state stays sharded over it.
   """
-  execution = resolve_execution(execution)
   m = num_candidates(state)
   runner_kwargs = dict(batch_size=batch_size, epoch_loop=epoch_loop, log=log, **step_kwargs)
   if mesh is not None and not dataset.streaming:
-    one_per_slice = m == mesh.shape[parallel.CANDIDATES]
-    run_stacked = loop.epoch_runner(state, dataset, stacked="loop" if one_per_slice else execution,
+    # With a data axis, vmapped (grouped) convolutions make XLA all-gather activations
+    # (bench/mesh_collectives.py): 'auto' runs a slice's candidates one after another.
+    if execution == "auto" and (mesh.shape[parallel.DATA] > 1 or
+                                m == mesh.shape[parallel.CANDIDATES]):
+      execution = "loop"
+    run_stacked = loop.epoch_runner(state, dataset, stacked=resolve_execution(execution),
                                     mesh=mesh, **runner_kwargs)
     return _with_active(run_stacked, keys, epochs)
+  execution = resolve_execution(execution)
   if dataset.streaming:  # Each candidate reads its own order from the stream, in turn,
     # data parallel over every device.
     run_stream = loop.streamed_runner(
