@@ -99,11 +99,6 @@ def describe(mesh: Mesh | None) -> dict[str, int]:
   return dict(mesh.shape) if mesh is not None else {CANDIDATES: 1, DATA: 1}
 
 
-def candidate_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (candidate) axis sharded over `candidates`, the rest replicated."""
-  return NamedSharding(mesh, PartitionSpec(CANDIDATES))
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
   """A copy on every device of the mesh."""
   return NamedSharding(mesh, PartitionSpec())

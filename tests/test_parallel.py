@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sms_jax import data, experiment, models, parallel
 from sms_jax.training import candidates, loop
@@ -64,8 +64,9 @@ def test_cluster_detection(monkeypatch):
 def test_put_and_to_local_round_trip():
   mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), (parallel.CANDIDATES, parallel.DATA))
   tree = {"w": jnp.arange(6.0).reshape(3, 2), "key": jax.random.split(jax.random.key(0), 3)}
-  placed = parallel.put(tree, parallel.candidate_sharding(mesh))
-  assert placed["w"].sharding == parallel.candidate_sharding(mesh)
+  sharding = NamedSharding(mesh, PartitionSpec(parallel.CANDIDATES))
+  placed = parallel.put(tree, sharding)
+  assert placed["w"].sharding == sharding
   back = parallel.to_local(placed)
   np.testing.assert_array_equal(back["w"], tree["w"])
   np.testing.assert_array_equal(jax.random.key_data(back["key"]), jax.random.key_data(tree["key"]))
@@ -110,12 +111,7 @@ _RUN_OVERRIDES = {"strategy": "sms", "dataset.num_train": 512, "train.epochs": 3
 def _config(m):
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
-  for key, value in {**_RUN_OVERRIDES, "soup.m": m}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict({**_RUN_OVERRIDES, "soup.m": m})
   return config
 
 
