@@ -1,7 +1,9 @@
 """Config validation: one schema (configs/default.py) and the allowed values of every key.
 
 `validate(config)` runs before any compute. It raises `ConfigError` with a one-line message
-naming the key, the bad value and what is allowed.
+naming the key, the bad value and what is allowed. Importing this module loads no JAX: the
+registries that list the allowed names (strategies, models, datasets, ...) are imported by
+`validate` itself.
 """
 
 import math
@@ -9,11 +11,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from sms_jax import data, defaults, models, soups, sparsity, strategies
-from sms_jax.data import device
-from sms_jax.sparsity import init_masks
-from sms_jax.strategies import sms
-from sms_jax.training import candidates, loop, retrain, schedules
+from sms_jax import defaults
 
 
 class ConfigError(ValueError):
@@ -43,63 +41,80 @@ def _fraction(low_open: bool = False, high_open: bool = True):
   return ok, f"a number in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
 
 
-# key -> (predicate, what is allowed). Every key of the default config has an entry or is
-# free-form (strings such as dataset.data_dir).
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "strategy": _choice(strategies.STRATEGIES),
-    "seed": ((lambda v: 0 <= v < 2**32), "an integer in [0, 2**32)"),
-    "dataset.name": _choice(data.DATASETS),
-    "dataset.val_fraction": _fraction(),
-    "dataset.augment": _choice(("auto",) + device.AUGMENTATIONS),
-    "dataset.num_train": _non_negative(),
-    "dataset.image_size": _positive(),
-    "model.name": (models.is_known_model, models.MODEL_NAMES_HELP),
-    "train.epochs": _positive(),
-    "train.batch_size": _positive(),
-    "train.eval_batch_size": _positive(),
-    "train.learning_rate": _positive(),
-    "train.weight_decay": _non_negative(),
-    "train.momentum": _fraction(),
-    "train.schedule": _choice(schedules.SCHEDULES),
-    "train.warmup_epochs": _non_negative(),
-    "train.milestones": ((lambda v: all(isinstance(m, (int, float)) and 0 < m < 1 for m in v)
-                          and all(a < b for a, b in zip(v, v[1:]))),
-                         "strictly increasing fractions of train.epochs in (0, 1)"),
-    "train.step_epochs": _positive(),
-    "train.decay_factor": _fraction(low_open=True, high_open=False),
-    "train.label_smoothing": _fraction(),
-    "train.eval_every_epochs": _positive(),
-    "train.epoch_loop": _choice(loop.EPOCH_LOOPS),
-    "train.dtype": _choice(models.COMPUTE_DTYPES),
-    "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS + ("global",)),
-    "init_mask.score_batches": _positive(),
-    "init_mask.density": _fraction(low_open=True, high_open=False),
-    "init_mask.method": _choice(init_masks.METHODS),
-    "prune.goal_sparsity": _fraction(low_open=True),
-    "prune.n_phases": _positive(),
-    "prune.selector": _choice(sparsity.SELECTORS),
-    "gradual.start_epoch": _non_negative(),
-    "gradual.end_epoch": _positive(),
-    "gradual.update_every": _positive(),
-    "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
-    "retrain.epochs_per_phase": _positive(),
-    "soup.m": _positive(),
-    "soup.method": _choice(soups.SOUP_METHODS),
-    "soup.vary": ((lambda v: bool(sms.varied_names(v)) and all(
-        n in sms.VARIABLE_HPARAMS for n in sms.varied_names(v))),
-                  "comma-separated names among " + ", ".join(sms.VARIABLE_HPARAMS)),
-    "soup.seeds": ((lambda v: all(isinstance(x, int) and 0 <= x < 2**31 for x in v)),
-                   "integers in [0, 2**31)"),
-    "soup.weight_decays": ((lambda v: all(_number(x) and x >= 0 for x in v)), "numbers >= 0"),
-    "soup.learning_rates": ((lambda v: all(_number(x) and x > 0 for x in v)), "numbers > 0"),
-    "soup.retrain_epochs": ((lambda v: all(isinstance(x, int) and x > 0 for x in v)),
-                            "integers > 0"),
-    "soup.bn_recalibration_frac": _fraction(low_open=True, high_open=False),
-    "parallel.candidate_execution": _choice(candidates.EXECUTIONS),
-    "ood.severity": ((lambda v: 0 <= v <= 5), "an integer in 0..5 (0: no OOD evaluation)"),
-    "checkpoint.every_epochs": _positive(),
-    "checkpoint.keep": _positive(),
-}
+Rule = tuple[Callable[[Any], bool], str]  # (predicate, what is allowed)
+
+
+def rules() -> dict[str, Rule]:
+  """key -> (predicate, what is allowed). Every key of the default config has an entry or is
+  free-form (strings such as dataset.data_dir)."""
+  # pylint: disable=g-import-not-at-top
+  from sms_jax import data, models, soups, sparsity, strategies
+  from sms_jax.data import device
+  from sms_jax.phases import plan
+  from sms_jax.sparsity import init_masks, set_updater
+  from sms_jax.training import engine, optimizers, retrain, schedules
+  # pylint: enable=g-import-not-at-top
+  varied = plan.varied_names
+  return {
+      "strategy": _choice(strategies.STRATEGIES),
+      "seed": ((lambda v: 0 <= v < 2**32), "an integer in [0, 2**32)"),
+      "dataset.name": _choice(data.DATASETS),
+      "dataset.val_fraction": _fraction(),
+      "dataset.augment": _choice(("auto",) + device.AUGMENTATIONS),
+      "dataset.num_train": _non_negative(),
+      "dataset.image_size": _positive(),
+      "model.name": (models.is_known_model, models.MODEL_NAMES_HELP),
+      "train.epochs": _positive(),
+      "train.batch_size": _positive(),
+      "train.eval_batch_size": _positive(),
+      "train.learning_rate": _positive(),
+      "train.weight_decay": _non_negative(),
+      "train.momentum": _fraction(),
+      "train.schedule": _choice(schedules.SCHEDULES),
+      "train.warmup_epochs": _non_negative(),
+      "train.milestones": ((lambda v: all(isinstance(m, (int, float)) and 0 < m < 1 for m in v)
+                            and all(a < b for a, b in zip(v, v[1:]))),
+                           "strictly increasing fractions of train.epochs in (0, 1)"),
+      "train.step_epochs": _positive(),
+      "train.decay_factor": _fraction(low_open=True, high_open=False),
+      "train.label_smoothing": _fraction(),
+      "train.eval_every_epochs": _positive(),
+      "train.epoch_loop": _choice(engine.EPOCH_LOOPS),
+      "train.optimizer": _choice(optimizers.OPTIMIZERS),
+      "train.dtype": _choice(models.COMPUTE_DTYPES),
+      "init_mask.distribution": _choice(("none",) + sparsity.DISTRIBUTIONS + ("global",)),
+      "init_mask.score_batches": _positive(),
+      "init_mask.density": _fraction(low_open=True, high_open=False),
+      "init_mask.method": _choice(init_masks.METHODS),
+      "prune.goal_sparsity": _fraction(low_open=True),
+      "prune.n_phases": _positive(),
+      "prune.selector": _choice(sparsity.SELECTORS),
+      "gradual.start_epoch": _non_negative(),
+      "gradual.end_epoch": _positive(),
+      "gradual.update_every": _positive(),
+      "regrow.update_every": _positive(),
+      "regrow.drop_fraction": _fraction(low_open=True),
+      "regrow.end_epoch": _non_negative(),
+      "regrow.decay": _choice(set_updater.DECAYS),
+      "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
+      "retrain.epochs_per_phase": _positive(),
+      "soup.m": _positive(),
+      "soup.method": _choice(soups.SOUP_METHODS),
+      "soup.vary": ((lambda v: bool(varied(v)) and all(n in plan.VARIABLE_HPARAMS
+                                                       for n in varied(v))),
+                    "comma-separated names among " + ", ".join(plan.VARIABLE_HPARAMS)),
+      "soup.seeds": ((lambda v: all(isinstance(x, int) and 0 <= x < 2**31 for x in v)),
+                     "integers in [0, 2**31)"),
+      "soup.weight_decays": ((lambda v: all(_number(x) and x >= 0 for x in v)), "numbers >= 0"),
+      "soup.learning_rates": ((lambda v: all(_number(x) and x > 0 for x in v)), "numbers > 0"),
+      "soup.retrain_epochs": ((lambda v: all(isinstance(x, int) and x > 0 for x in v)),
+                              "integers > 0"),
+      "soup.bn_recalibration_frac": _fraction(low_open=True, high_open=False),
+      "parallel.candidate_execution": _choice(engine.EXECUTIONS),
+      "ood.severity": ((lambda v: 0 <= v <= 5), "an integer in 0..5 (0: no OOD evaluation)"),
+      "checkpoint.every_epochs": _positive(),
+      "checkpoint.keep": _positive(),
+  }
 
 
 def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
@@ -148,15 +163,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ConfigError: naming the first unknown key, wrongly typed or out-of-range value.
   """
-  schema = _flatten(defaults.get_config())
+  schema, allowed_values = _flatten(defaults.get_config()), rules()
   for key, value in _flatten(config).items():
     if key not in schema:
       raise ConfigError(unknown_key_message(key, schema))
     if not _type_ok(value, schema[key]):
       raise ConfigError(f"config key {key} = {value!r} has the wrong type; "
                         f"allowed: {_type_name(schema[key])}")
-    if key in RULES:
-      ok, allowed = RULES[key]
+    if key in allowed_values:
+      ok, allowed = allowed_values[key]
       if not ok(value):
         raise ConfigError(f"config key {key} = {value!r} is not allowed; allowed: {allowed}")
   missing = sorted(set(schema) - set(_flatten(config)))
@@ -167,7 +182,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_across_keys(config: ml_collections.ConfigDict) -> None:
-  """Rules that relate two keys."""
+  """Rules that relate two keys, and the strategy's own checks."""
+  # pylint: disable=g-import-not-at-top
+  from sms_jax import data, strategies
+  from sms_jax.phases import plan
+  from sms_jax.sparsity import init_masks
+  # pylint: enable=g-import-not-at-top
   train = config.train
   if train.warmup_epochs >= train.epochs:
     raise ConfigError(f"config key train.warmup_epochs = {train.warmup_epochs} is not allowed; "
@@ -184,19 +204,10 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key init_mask.distribution = 'global' is not allowed with "
                       f"init_mask.method = {config.init_mask.method!r}; allowed: with "
                       f"{' or '.join(init_masks.SCORED)}")
-  start_sparsity = 1.0 - config.init_mask.density
-  if (config.init_mask.distribution != "none" and config.strategy != "dense"
-      and config.prune.goal_sparsity <= start_sparsity):
-    raise ConfigError(f"config key prune.goal_sparsity = {config.prune.goal_sparsity} is not "
-                      f"allowed with init_mask.density = {config.init_mask.density}; allowed: "
-                      f"more than the initial sparsity {start_sparsity:g}")
-  if config.strategy in ("gmp", "sms_gmp"):
-    _check_gradual(config)
   soup = config.soup
-  for name in sms.VARIABLE_HPARAMS:
-    values_key = sms.VALUES_KEY[name]
+  for name, values_key in plan.VARIABLE_HPARAMS.items():
     values = soup[values_key]
-    if values and name not in sms.varied_names(soup.vary):
+    if values and name not in plan.varied_names(soup.vary):
       raise ConfigError(f"config key soup.{values_key} is set but soup.vary = {soup.vary!r} does "
                         f"not name {name}; allowed: add {name} to soup.vary, or leave it empty")
     if values and len(values) != soup.m:
@@ -207,31 +218,6 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "
                       f"for the streamed dataset {config.dataset.name}; allowed: auto, none (its "
                       "input pipeline augments)")
-
-
-def _check_gradual(config: ml_collections.ConfigDict) -> None:
-  """gmp / sms_gmp: the schedule fits in the training run, and what the strategy supports."""
-  gradual, epochs = config.gradual, config.train.epochs
-  if not gradual.start_epoch < gradual.end_epoch <= epochs:
-    raise ConfigError(f"config keys gradual.start_epoch = {gradual.start_epoch}, "
-                      f"gradual.end_epoch = {gradual.end_epoch} are not allowed; allowed: "
-                      f"start_epoch < end_epoch <= train.epochs = {epochs}")
-  if config.prune.selector not in sparsity.GRADUAL_SELECTORS:
-    raise ConfigError(f"config key prune.selector = {config.prune.selector!r} is not allowed "
-                      f"with strategy {config.strategy!r}; allowed: "
-                      f"{', '.join(sparsity.GRADUAL_SELECTORS)}")
-  if config.strategy != "sms_gmp":
-    return
-  if gradual.end_epoch >= epochs:
-    raise ConfigError(f"config key gradual.end_epoch = {gradual.end_epoch} is not allowed with "
-                      f"strategy 'sms_gmp'; allowed: fewer than train.epochs = {epochs} (the "
-                      "last phase trains from end_epoch to train.epochs)")
-  if gradual.end_epoch - gradual.start_epoch < config.prune.n_phases:
-    raise ConfigError(f"config key prune.n_phases = {config.prune.n_phases} is not allowed with "
-                      f"strategy 'sms_gmp'; allowed: at most gradual.end_epoch - "
-                      f"gradual.start_epoch = {gradual.end_epoch - gradual.start_epoch} (one "
-                      "mask update per phase, at distinct epochs)")
-  if config.soup.m > 1 and "retrain_epochs" in sms.varied_names(config.soup.vary):
-    raise ConfigError(f"config key soup.vary = {config.soup.vary!r} is not allowed with strategy "
-                      "'sms_gmp'; allowed: seed, weight_decay, learning_rate (a phase's length "
-                      "is fixed by the schedule)")
+  error = strategies.STRATEGIES[config.strategy].check(config)
+  if error:
+    raise ConfigError(error)

@@ -17,7 +17,7 @@ def check_config_arg(arg: str, allowed: str, ok: bool) -> None:
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
   config = ml_collections.ConfigDict()
-  config.strategy = "dense"
+  config.strategy = "dense"  # dense | imp | imp_mx | sms | gmp | sms_gmp | set: see README
   config.seed = 0
 
   config.dataset = ml_collections.ConfigDict()
@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.decay_factor = 0.1  # step / multistep: multiply the LR by this.
   config.train.label_smoothing = 0.0
   config.train.eval_every_epochs = 1
+  # sgd: PyTorch's SGD (coupled weight decay, momentum, Nesterov if train.nesterov);
+  # adamw: Adam (b1 = train.momentum, b2 = 0.999) with decoupled weight decay.
+  config.train.optimizer = "sgd"
   config.train.epoch_loop = "auto"  # auto | scan | steps: how an in-memory epoch runs.
   # Compute dtype: auto | float32 | bfloat16. Parameters, masks' targets, optimizer state,
   # BatchNorm statistics and logits stay float32. auto: bfloat16 on GPU/TPU, float32 on CPU.
@@ -80,6 +83,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.gradual.start_epoch = 10
   config.gradual.end_epoch = 45
   config.gradual.update_every = 100  # Steps between gmp's mask updates.
+
+  # Dynamic sparse training with regrowth (strategy set): every update_every steps until
+  # end_epoch (0: train.epochs), each layer drops drop_fraction of its alive weights (the
+  # smallest magnitudes) and regrows as many at random; decay: constant | cosine (the
+  # fraction falls to 0 along a cosine by end_epoch). The density stays the start mask's.
+  config.regrow = ml_collections.ConfigDict()
+  config.regrow.update_every = 100
+  config.regrow.drop_fraction = 0.3
+  config.regrow.end_epoch = 0
+  config.regrow.decay = "constant"
 
   config.retrain = ml_collections.ConfigDict()
   config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr

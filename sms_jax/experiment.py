@@ -108,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  f"of the {devices['count']} devices (train.batch_size limits the data axis)")
   report.log(f"workdir {workdir}; devices {devices}")
 
-  results = strategies.STRATEGIES[config.strategy](config, dataset, workdir)
+  results = strategies.STRATEGIES[config.strategy].run(config, dataset, workdir)
   results = {"config": config_dict, **results,
              "wall_time_s": time.perf_counter() - start, "devices": devices}
   report.write_json(os.path.join(workdir, "results.json"), results)

@@ -1,5 +1,6 @@
 """Shared test settings: CPU, fast compiles, small shared fixtures."""
 
+import functools
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,10 +18,20 @@ import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
+from sms_jax.data import sources  # pylint: disable=g-import-not-at-top
 
 
-@pytest.fixture
-def tiny_config():
+@pytest.fixture(scope="session", autouse=True)
+def generate_mnist1d_once():
+  """MNIST-1D is generated once for the whole session (about 3 s each time otherwise); the
+  command-line tests' subprocesses still generate their own."""
+  source = sources.DATASETS["mnist1d"]
+  sources.DATASETS["mnist1d"] = source._replace(load=functools.lru_cache(source.load))
+  yield
+  sources.DATASETS["mnist1d"] = source
+
+
+def make_tiny_config():
   """A dense MNIST-1D config that trains in seconds: 512 examples, 3 epochs."""
   config = default.get_config()
   config.dataset.num_train = 512
@@ -28,6 +39,12 @@ def tiny_config():
   config.train.batch_size = 64
   config.train.eval_batch_size = 256
   return config
+
+
+@pytest.fixture
+def tiny_config():
+  """`make_tiny_config()`, fresh for each test."""
+  return make_tiny_config()
 
 
 @pytest.fixture

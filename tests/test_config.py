@@ -42,6 +42,9 @@ def test_shipped_configs_are_valid(path):
     ("soup.bn_recalibration_frac", 0.0, "(0, 1]"),
     ("parallel.candidate_execution", "pmap", "one of auto, vmap, map, loop"),
     ("train.dtype", "float16", "one of auto, float32, bfloat16"),
+    ("train.optimizer", "lamb", "one of sgd, adamw"),
+    ("regrow.drop_fraction", 1.0, "(0, 1)"),
+    ("regrow.decay", "linear", "one of constant, cosine"),
     ("ood.severity", 6, "0..5"),
 ])
 def test_out_of_range_values_are_refused(key, value, expected):
@@ -121,8 +124,13 @@ def test_candidate_values_must_match_vary_and_m(vary, key, values, expected):
                                         "gradual.start_epoch = 35"),
     ("sms_gmp", {"soup.vary": "seed,retrain_epochs"}, "allowed: seed, weight_decay, "
                                                       "learning_rate"),
+    ("set", {}, "init_mask.distribution = 'none' is not allowed with strategy 'set'"),
+    ("set", {"init_mask.distribution": "erk", "regrow.end_epoch": 61},
+     "regrow.end_epoch = 61 is not allowed"),
+    ("imp", {"init_mask.distribution": "erk", "init_mask.density": 0.05},
+     "prune.goal_sparsity = 0.9 is not allowed with init_mask.density = 0.05"),
 ])
-def test_gradual_schedule_must_fit_the_training(strategy, changes, expected):
+def test_strategies_check_their_keys(strategy, changes, expected):
   config = default.get_config()
   config.strategy = strategy
   for key, value in changes.items():
@@ -132,3 +140,21 @@ def test_gradual_schedule_must_fit_the_training(strategy, changes, expected):
     config_lib.validate(config)
   assert expected in str(info.value)
   assert "\n" not in str(info.value)
+
+
+def test_importing_the_config_module_loads_no_jax():
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  code = ("import sys, sms_jax.config, sms_jax.defaults; "
+          "print(sorted(m for m in ('jax', 'flax', 'optax', 'tensorflow') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "[]"
+
+
+def test_every_registered_strategy_is_a_config_choice():
+  from sms_jax import strategies  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  for name in strategies.STRATEGIES:
+    config.strategy = name
+    config.init_mask.distribution = "erk" if name == "set" else "none"
+    config_lib.validate(config)

@@ -6,10 +6,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sms_jax import data, experiment, models, sparsity
+from sms_jax import data, experiment, models, pretraining, sparsity
 from sms_jax import config as config_lib
 from sms_jax.sparsity import init_masks
-from sms_jax.strategies import dense
 
 
 def _cnn1d():
@@ -71,8 +70,8 @@ def test_imp_from_a_random_mask_never_revives_a_weight(tiny_config, tmp_path):
       [1 - 0.5 * 0.4 ** 0.5, 0.8], abs=1e-4)
   model = models.create_model("cnn1d", 10)
   params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))
-  start, _ = dense.start_masks(tiny_config, model, params["params"], params["batch_stats"],
-                               data.load(tiny_config.dataset))
+  start, _ = pretraining.start_masks(tiny_config, model, params["params"], params["batch_stats"],
+                                     data.load(tiny_config.dataset))
   with ocp.CheckpointManager(str(tmp_path / "checkpoints" / "phases")) as manager:
     saved = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore()))["state"]

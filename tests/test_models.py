@@ -198,7 +198,7 @@ def test_bfloat16_compute_keeps_float32_state():
   BatchNorm statistics, optimizer state and logits stay float32; the step tracks float32's."""
   import optax  # pylint: disable=g-import-not-at-top
   from sms_jax.models import compute_dtype  # pylint: disable=g-import-not-at-top
-  from sms_jax.training import state as state_lib, steps  # pylint: disable=g-import-not-at-top
+  from sms_jax.training import engine, state as state_lib  # pylint: disable=g-import-not-at-top
   assert compute_dtype("auto") == jnp.float32  # These tests run on CPU.
   assert compute_dtype("bfloat16") == jnp.bfloat16
   with pytest.raises(ValueError, match="allowed: auto, float32, bfloat16"):
@@ -210,11 +210,12 @@ def test_bfloat16_compute_keeps_float32_state():
     model = create_model("resnet20", 10, dtype=dtype)
     tx = optax.sgd(0.1, momentum=0.9)
     state = state_lib.create_train_state(model, tx, jax.random.key(0), (16, 16, 3))
-    step = functools.partial(steps.train_step, model=model, tx=tx)
-    jaxpr = str(jax.make_jaxpr(step)(state, x, y))
+    step = functools.partial(engine.train_step, model=model, tx=tx)
+    key = jax.random.key(3)
+    jaxpr = str(jax.make_jaxpr(step)(state, x, y, key))
     assert ("conv_general_dilated" in jaxpr and "bf16[32,16,16,16]" in jaxpr) == (
         dtype == jnp.bfloat16)
-    new_state, metrics = jax.jit(step)(state, x, y)
+    new_state, metrics = jax.jit(step)(state, x, y, key)
     for leaf in jax.tree.leaves((new_state.params, new_state.batch_stats, new_state.opt_state)):
       assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
     assert model.apply({"params": new_state.params, "batch_stats": new_state.batch_stats}, x,

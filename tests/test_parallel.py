@@ -15,8 +15,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sms_jax import data, experiment, models, parallel
-from sms_jax.training import candidates, loop
-from sms_jax.training import state as state_lib
+from sms_jax.training import engine, state as state_lib
 
 from conftest import ROOT
 
@@ -81,24 +80,24 @@ def test_sharded_step_equals_the_plain_one(tiny_config, epoch_loop):
   tx = optax.sgd(0.05, momentum=0.9)
   one = state_lib.create_train_state(model, tx, jax.random.key(0), dataset.input_shape)
   mesh = Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), (parallel.CANDIDATES, parallel.DATA))
-  kwargs = dict(batch_size=64, epoch_loop=epoch_loop, log=lambda _: None, model=model, tx=tx)
+  kwargs = dict(batch_size=64, epoch_loop=epoch_loop, model=model, tx=tx)
   keys = jax.random.split(jax.random.key(1), 3)
   active = jnp.asarray([True, False, True])
   copy = lambda tree: jax.tree.map(jnp.copy, tree)
 
-  stacked = candidates.stack([one] * 3)
-  plain, plain_metrics = loop.epoch_runner(stacked, dataset, stacked="vmap", **kwargs)(
+  stacked = engine.stack([one] * 3)
+  plain, plain_metrics = engine.EpochRunner(stacked, dataset, execution="vmap", **kwargs)(
       copy(stacked), keys, active)
-  sharded, sharded_metrics = loop.epoch_runner(stacked, dataset, stacked="loop", mesh=mesh,
-                                               **kwargs)(copy(stacked), keys, active)
+  sharded, sharded_metrics = engine.EpochRunner(stacked, dataset, execution="loop", mesh=mesh,
+                                                **kwargs)(copy(stacked), keys, active)
   chex.assert_trees_all_close(parallel.to_local(sharded), plain, atol=1e-5)
   chex.assert_trees_all_close(sharded_metrics, plain_metrics, atol=1e-5)
   # The inactive candidate is untouched.
   chex.assert_trees_all_equal(jax.tree.map(lambda x: x[1], parallel.to_local(sharded).params),
                               one.params)
 
-  single, _ = loop.epoch_runner(one, dataset, **kwargs)(copy(one), keys[0], None)
-  replicated, _ = loop.epoch_runner(one, dataset, mesh=mesh, **kwargs)(copy(one), keys[0], None)
+  single, _ = engine.EpochRunner(one, dataset, **kwargs)(copy(one), keys[0])
+  replicated, _ = engine.EpochRunner(one, dataset, mesh=mesh, **kwargs)(copy(one), keys[0])
   chex.assert_trees_all_close(parallel.to_local(replicated), single, atol=1e-5)
 
 
@@ -222,10 +221,10 @@ def _streamed_mesh_difference(mesh=None) -> float:
   tx = optax.sgd(0.05, momentum=0.9)
   one = state_lib.create_train_state(model, tx, jax.random.key(0), (40, 1))
   mesh = mesh or parallel.candidate_mesh(1, 32)
-  kwargs = dict(batch_size=32, log=lambda _: None, model=model, tx=tx)
+  kwargs = dict(batch_size=32, model=model, tx=tx)
   copy = lambda tree: jax.tree.map(jnp.copy, tree)
-  plain = loop.streamed_runner(dataset, **kwargs)(copy(one), jax.random.key(3), 0)
-  sharded = loop.streamed_runner(dataset, mesh=mesh, **kwargs)(copy(one), jax.random.key(3), 0)
+  plain = engine.EpochRunner(one, dataset, **kwargs)(copy(one), jax.random.key(3))
+  sharded = engine.EpochRunner(one, dataset, mesh=mesh, **kwargs)(copy(one), jax.random.key(3))
   assert plain[1]["loss"].shape == (8,)
   return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
       jax.tree.leaves(plain), jax.tree.leaves(parallel.to_local(sharded))))

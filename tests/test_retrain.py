@@ -6,8 +6,7 @@ import optax
 import pytest
 
 from configs import default
-from sms_jax import sparsity
-from sms_jax.training import retrain
+from sms_jax.training import optimizers, retrain
 
 
 def _pretrain(schedule="cosine", warmup=0.0):
@@ -61,9 +60,10 @@ def test_allr_peak_is_clipped():
 
 def test_retrain_optimizer_is_sgd_with_coupled_decay_and_momentum():
   params = {"w": {"kernel": jnp.asarray([[1.0, -2.0], [0.5, 3.0]])}}
-  masks = sparsity.create_masks(params)
-  tx = retrain.retrain_optimizer("llr", _pretrain(), masks, peak_learning_rate=0.2,
-                                 total_steps=50, weight_decay=0.1, momentum=0.9, nesterov=False)
+  train = default.get_config().train
+  train.momentum, train.nesterov = 0.9, False
+  tx = retrain.retrain_optimizer(train, "llr", _pretrain(), peak_learning_rate=0.2,
+                                 total_steps=50, weight_decay=0.1)
   state = tx.init(params)
   w, buf = np.asarray(params["w"]["kernel"]), np.zeros((2, 2))
   p = params
@@ -74,7 +74,7 @@ def test_retrain_optimizer_is_sgd_with_coupled_decay_and_momentum():
     buf = 0.9 * buf + g + 0.1 * w  # PyTorch's SGD: d = g + wd * w; buf = mu * buf + d.
     w = w - _lr("llr", count) * buf
     np.testing.assert_allclose(np.asarray(p["w"]["kernel"]), w, rtol=1e-6)
-  assert float(retrain.current_learning_rate(state)) == pytest.approx(_lr("llr", 3))
+  assert float(optimizers.learning_rate_of(state)) == pytest.approx(_lr("llr", 3))
 
 
 def test_unknown_schedule_is_rejected():

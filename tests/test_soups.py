@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sms_jax import soups
-from sms_jax.training import candidates
+from sms_jax.training import engine
 
 
 def test_soup_of_identical_candidates_is_the_candidate():
   tree = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32),
           "b": jnp.arange(3.0)}
-  chex.assert_trees_all_equal(soups.uniform_soup(candidates.stack([tree] * 4)), tree)
+  chex.assert_trees_all_equal(soups.uniform_soup(engine.stack([tree] * 4)), tree)
 
 
 def test_uniform_soup_is_the_mean_of_the_chosen():

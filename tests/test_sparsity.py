@@ -1,6 +1,5 @@
 """Masks, the masking transform and pruning: exact counts and the mask invariant."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from configs import default
 from sms_jax import models, sparsity
-from sms_jax.training import optimizer, retrain
+from sms_jax.training import optimizers, retrain, schedules
 
 
 def _random_params(seed: int):
@@ -89,12 +88,15 @@ def test_prune_rejects_bad_targets_and_selectors():
 
 
 def _full_chains(masks):
+  """The optimizers the strategies train with: pretraining (Nesterov SGD on the config's
+  schedule) and retraining (LLR), each wrapped by the fixed-mask updater."""
   train = default.get_config().train
   train.nesterov = True
   pretrain = retrain.pretrain_schedule(train, 10)
-  yield optax.chain(optimizer.make_optimizer(train, 10), sparsity.masked_updates(masks))
-  yield retrain.retrain_optimizer("llr", pretrain, masks, peak_learning_rate=0.1, total_steps=20,
-                                  weight_decay=1e-2, momentum=0.9, nesterov=True)
+  for inner in (optimizers.make_optimizer(train, schedules.make_schedule(train, 10)),
+                retrain.retrain_optimizer(train, "llr", pretrain, peak_learning_rate=0.1,
+                                          total_steps=20, weight_decay=1e-2)):
+    yield sparsity.FixedMasks().wrap(inner, masks)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -112,25 +114,10 @@ def test_pruned_weights_stay_exactly_zero_under_the_full_chain(seed):
       if mask is not None:
         assert np.all(np.asarray(leaf)[~np.asarray(mask)] == 0.0)
         assert np.all(np.asarray(leaf)[np.asarray(mask)] != 0.0)
-  # Without the masking transform, the gradients would move the pruned weights.
-  sgd = optimizer.sgd(0.1, 1e-2, 0.9, True)
+  # Without the updater, the gradients would move the pruned weights.
+  sgd = optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(0.1, momentum=0.9))
   moved = optax.apply_updates(params, sgd.update(_random_params(7), sgd.init(params), params)[0])
   assert np.all(np.asarray(moved["dense"]["kernel"])[~np.asarray(masks["dense"]["kernel"])] != 0)
-
-
-def test_prune_opt_state_resets_momentum_of_pruned_entries():
-  params = _random_params(3)
-  masks = sparsity.create_masks(params)
-  tx = optax.chain(optax.sgd(0.1, momentum=0.9), sparsity.masked_updates(masks))
-  opt_state = tx.init(params)
-  _, opt_state = tx.update(_random_params(4), opt_state, params)
-  new_masks = sparsity.prune(params, masks, 0.6)
-  pruned_state = sparsity.prune_opt_state(tx, opt_state, new_masks)
-  trace = pruned_state[0][0].trace
-  kernel, mask = np.asarray(trace["dense"]["kernel"]), np.asarray(new_masks["dense"]["kernel"])
-  assert np.all(kernel[~mask] == 0) and np.all(kernel[mask] != 0)
-  chex.assert_trees_all_equal(trace["dense"]["bias"], opt_state[0][0].trace["dense"]["bias"])
-  assert sparsity.masks_equal(pruned_state[1].masks, new_masks)
 
 
 def test_layer_stats_follow_forward_order_and_count_nonzeros():

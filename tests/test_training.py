@@ -1,4 +1,5 @@
-"""Training: schedules, the SGD chain against PyTorch's update rule, steps and epochs."""
+"""Training: schedules, the optimizers against PyTorch's and optax's update rules, the step
+and the epoch, prediction."""
 
 import functools
 
@@ -7,10 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import default
-from sms_jax.training import optimizer, schedules, steps
+from sms_jax import data, evaluation, metrics
+from sms_jax.training import engine, evaluator, optimizers, schedules
 from sms_jax.training.state import create_train_state
 
 
@@ -50,7 +53,8 @@ def test_linear_and_constant():
 def test_sgd_matches_pytorch_update_rule(nesterov):
   """torch.optim.SGD: g += wd*w; b = m*b + g; d = g + m*b (Nesterov) or b; w -= lr*d."""
   lr, wd, m = 0.1, 0.01, 0.9
-  tx = optimizer.sgd(lr, wd, m, nesterov)
+  tx = optimizers.make_optimizer(_train_config(weight_decay=wd, momentum=m, nesterov=nesterov),
+                                 lambda count: lr)
   w = {"w": jnp.array([1.0, -2.0, 3.0])}
   state = tx.init(w)
   w_ref, buf = np.array([1.0, -2.0, 3.0]), np.zeros(3)
@@ -65,6 +69,24 @@ def test_sgd_matches_pytorch_update_rule(nesterov):
   np.testing.assert_allclose(w["w"], w_ref, rtol=1e-5)
 
 
+def test_adamw_matches_optax():
+  """Adam's moments with b1 = train.momentum, decoupled weight decay, the schedule's rate."""
+  schedule = lambda count: 0.01 / (1.0 + count)
+  tx = optimizers.make_optimizer(_train_config(optimizer="adamw", weight_decay=0.05,
+                                               momentum=0.8), schedule)
+  reference = optax.adamw(schedule, b1=0.8, b2=0.999, eps=1e-8, weight_decay=0.05)
+  w = w_ref = {"w": jnp.array([1.0, -2.0, 3.0])}
+  state, state_ref = tx.init(w), reference.init(w)
+  rng = np.random.default_rng(1)
+  for _ in range(4):
+    g = {"w": jnp.asarray(rng.normal(size=3), jnp.float32)}
+    updates, state = tx.update(g, state, w)
+    updates_ref, state_ref = reference.update(g, state_ref, w_ref)
+    w, w_ref = optax.apply_updates(w, updates), optax.apply_updates(w_ref, updates_ref)
+  np.testing.assert_allclose(w["w"], w_ref["w"], rtol=1e-6)
+  assert float(optimizers.learning_rate_of(state)) == pytest.approx(0.01 / 4)
+
+
 class _TinyNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
@@ -75,73 +97,55 @@ class _TinyNet(nn.Module):
 
 def _setup(n=64):
   model = _TinyNet()
-  cfg = _train_config(epochs=2, learning_rate=0.1, schedule="constant")
-  tx = optimizer.make_optimizer(cfg, steps_per_epoch=4)
+  tx = optimizers.make_optimizer(_train_config(), lambda count: 0.1)
   state = create_train_state(model, tx, jax.random.key(0), (5,))
   x = jax.random.normal(jax.random.key(1), (n, 5))
   y = (x[:, 0] > 0).astype(jnp.int32) + (x[:, 1] > 0).astype(jnp.int32)
-  return model, tx, state, x, y
+  split = data.Split(np.asarray(x), np.asarray(y))
+  return model, tx, state, data.Dataset("toy", split, split, split, 3, "none")
 
 
-def test_train_epoch_equals_a_loop_of_train_steps():
-  model, tx, state, x, y = _setup()
+def test_an_epoch_is_the_train_step_on_each_planned_batch():
+  model, tx, state, dataset = _setup()
   key = jax.random.key(7)
-  scanned, step_metrics = jax.jit(functools.partial(
-      steps.train_epoch, model=model, tx=tx, batch_size=16, augment="none"))(state, key, x, y)
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)  # Epochs donate their input state.
+  epoch, step_metrics = engine.EpochRunner(state, dataset, model=model, tx=tx, batch_size=16,
+                                           epoch_loop="scan")(copy(state), key)
   chex.assert_shape(step_metrics["loss"], (4,))
-  order_key, _ = jax.random.split(key)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx))
-  looped = state
-  for idx in np.asarray(jax.random.permutation(order_key, 64)).reshape(4, 16):
-    looped, _ = step(looped, x[idx], y[idx])
-  chex.assert_trees_all_close(scanned, looped, rtol=1e-5, atol=1e-6)
-  assert int(scanned.step) == 4
-  assert not jax.tree.all(jax.tree.map(jnp.array_equal, scanned.batch_stats, state.batch_stats))
+  plan = engine.epoch_plan(key, 64, 16)
+  step = jax.jit(functools.partial(engine.train_step, model=model, tx=tx))
+  looped, x, y = state, dataset.train.x, dataset.train.y
+  for i, idx in enumerate(np.asarray(plan.batches)):
+    looped, _ = step(looped, x[idx], y[idx], jax.random.fold_in(plan.dropout_key, i))
+  chex.assert_trees_all_close(epoch, looped, rtol=1e-5, atol=1e-6)
+  assert int(epoch.step) == 4
+  assert not jax.tree.all(jax.tree.map(jnp.array_equal, epoch.batch_stats, state.batch_stats))
 
 
 def test_training_reduces_the_loss():
-  model, tx, state, x, y = _setup(256)
-  epoch = jax.jit(functools.partial(steps.train_epoch, model=model, tx=tx, batch_size=32,
-                                    augment="none"))
-  first = None
+  model, tx, state, dataset = _setup(256)
+  run = engine.EpochRunner(state, dataset, model=model, tx=tx, batch_size=32)
+  losses = []
   for e in range(8):
-    state, m = epoch(state, jax.random.key(e), x, y)
-    first = first if first is not None else float(m["loss"][0])
-  assert float(m["loss"].mean()) < 0.6 * first
+    state, m = run(state, jax.random.key(e))
+    losses.append(float(np.mean(m["loss"])))
+  assert losses[-1] < 0.6 * losses[0]
 
 
 def test_predict_pads_and_matches_direct_apply():
-  model, _, state, x, _ = _setup(50)
-  logits = steps.predict(state, x, model=model, batch_size=16)  # 50 = 3 * 16 + 2.
+  model, _, state, dataset = _setup(50)
+  x = dataset.train.x
+  logits = evaluator.predict(state, x, model=model, batch_size=16)  # 50 = 3 * 16 + 2.
   direct = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
   chex.assert_trees_all_close(logits, direct, rtol=1e-5, atol=1e-6)
 
 
 def test_host_metrics_match_the_jitted_ones():
-  from sms_jax import metrics  # pylint: disable=g-import-not-at-top
   logits = jax.random.normal(jax.random.key(0), (300, 7)) * 3
   labels = jax.random.randint(jax.random.key(1), (300,), 0, 7)
-  host = metrics.evaluate_logits(np.asarray(logits), np.asarray(labels))
+  host = evaluation.evaluate_logits(np.asarray(logits), np.asarray(labels))
   assert host["loss"] == pytest.approx(float(metrics.cross_entropy(logits, labels)), rel=1e-5)
   assert host["accuracy"] == pytest.approx(float(metrics.accuracy(logits, labels)))
-
-
-def test_epoch_loops_scan_and_steps_agree():
-  from sms_jax import data  # pylint: disable=g-import-not-at-top
-  from sms_jax.training import loop  # pylint: disable=g-import-not-at-top
-  model, tx, state, x, y = _setup(96)
-  split = data.Split(np.asarray(x), np.asarray(y))
-  dataset = data.Dataset("toy", split, split, split, num_classes=3, augment="none")
-  results = {}
-  for epoch_loop in ("scan", "steps"):
-    run = loop.in_memory_epochs(state, dataset, jax.random.key(3), batch_size=32,
-                                epoch_loop=epoch_loop, log=lambda _: None, model=model, tx=tx)
-    s = jax.tree.map(jnp.copy, state)  # The epoch functions donate their input state.
-    for epoch in range(2):
-      s, m = run(s, epoch)
-    results[epoch_loop] = (s, m)
-  chex.assert_trees_all_close(results["scan"], results["steps"], rtol=1e-5, atol=1e-6)
-  chex.assert_shape(results["steps"][1]["loss"], (3,))
 
 
 def test_step_counts_from_the_start_and_equal_milestones_multiply():
@@ -155,7 +159,6 @@ def test_step_counts_from_the_start_and_equal_milestones_multiply():
 
 
 def test_label_smoothing_matches_the_formula():
-  from sms_jax import metrics  # pylint: disable=g-import-not-at-top
   logits = jnp.array([[2.0, 0.5, -1.0]])
   log_p = np.asarray(jax.nn.log_softmax(logits))[0]
   expected = -(0.9 + 0.1 / 3) * log_p[0] - (0.1 / 3) * (log_p[1] + log_p[2])
@@ -164,12 +167,14 @@ def test_label_smoothing_matches_the_formula():
 
 def test_make_optimizer_follows_the_schedule_and_config():
   cfg = _train_config(epochs=2, learning_rate=0.4, schedule="linear", weight_decay=0.01)
-  tx = optimizer.make_optimizer(cfg, steps_per_epoch=5)
+  tx = optimizers.make_optimizer(cfg, schedules.make_schedule(cfg, 5))
   params = {"w": jnp.ones(3)}
   state = tx.init(params)
   for _ in range(4):
     updates, state = tx.update({"w": jnp.zeros(3)}, state, params)
-  assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.4 * (1 - 3 / 10))
-  assert float(state.hyperparams["weight_decay"]) == pytest.approx(0.01)
+  assert float(optimizers.learning_rate_of(state)) == pytest.approx(0.4 * (1 - 3 / 10))
+  assert float(optax.tree_utils.tree_get(state, "weight_decay")) == pytest.approx(0.01)
   # Zero gradients: the step is pure weight decay through momentum, scaled by the LR.
   assert float(updates["w"][0]) < 0
+  with pytest.raises(ValueError, match="unknown train.optimizer 'lamb'; allowed: sgd, adamw"):
+    optimizers.make_optimizer(_train_config(optimizer="lamb"), lambda count: 0.1)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sms_jax.data.arrays import Split, standardize
+from sms_jax.data.dataset import Dataset
 
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
                "gaussian_blur", "contrast")
@@ -169,6 +170,23 @@ def corrupted_splits(key: jax.Array, x: jax.Array, severity: int = 3) -> dict[st
   """
   return {name: corrupt(jax.random.fold_in(key, i), x, name, severity)
           for i, name in enumerate(CORRUPTIONS)}
+
+
+def ood_sets(dataset: Dataset, severity: int, key: jax.Array) -> dict[str, Split]:
+  """The corrupted test sets of `dataset` at `severity` (0: none; streamed data: none).
+
+  The dataset's own when it has them (`Dataset.ood_loader`: CIFAR-10-C from TFDS, named
+  '<dataset>_corrupted/<corruption>'), else every corruption of CORRUPTIONS generated from
+  the test split with `corrupted_splits(key, ...)`, named by the corruption.
+  """
+  if not severity or dataset.streaming:
+    return {}
+  real = dataset.ood_loader(severity) if dataset.ood_loader else None
+  if real is not None:
+    return {f"{dataset.name}_corrupted/{name}": split for name, split in real.items()}
+  test = dataset.test
+  generated = corrupted_splits(key, jnp.asarray(test.x), severity)
+  return {name: Split(np.asarray(x), test.y) for name, x in generated.items()}
 
 
 def tfds_cifar10_corrupted(data_dir: str | None, reference_x: np.ndarray,

@@ -13,7 +13,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from sms_jax.data.arrays import Dataset, Split, Stream, hold_out_validation, standardize
+from sms_jax.data.arrays import Split, hold_out_validation, standardize
+from sms_jax.data.dataset import Dataset
+from sms_jax.data import tfds_source
 
 RawSplits = tuple[Split, Split, int]  # (official train, official test, num_classes)
 
@@ -52,7 +54,6 @@ def _digits(data_dir: str, test_fraction: float = 0.2) -> RawSplits:
 
 
 def _tfds(name: str, data_dir: str) -> RawSplits:
-  from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.load_arrays(name, data_dir or None)
 
 
@@ -71,13 +72,12 @@ DATASETS: dict[str, Source] = {
 
 def _streams(dataset_config) -> Dataset:
   """TFDS streams: val = the first `val_fraction` of the (first `num_train`) train examples."""
-  from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   name, data_dir = dataset_config.name, dataset_config.data_dir
   builder = tfds_source.prepared_builder(name, data_dir or None)
   total = builder.info.splits["train"].num_examples
   total = min(total, dataset_config.num_train or total)
   n_val = int(round(dataset_config.val_fraction * total))
-  stream = lambda split, n: Stream(name, split, data_dir, n, dataset_config.image_size)
+  stream = lambda split, n: tfds_source.Stream(name, split, data_dir, n, dataset_config.image_size)
   return Dataset(name=name, train=stream(f"train[{n_val}:{total}]", total - n_val),
                  val=stream(f"train[:{n_val}]", n_val),
                  test=stream("validation", builder.info.splits["validation"].num_examples),

@@ -35,7 +35,7 @@ given a GPU, so that JAX keeps all accelerator memory.
 import logging
 import os
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -51,6 +51,30 @@ CROP_RATIO = (3 / 4, 4 / 3)  # random resized crop: aspect ratio range
 
 class DatasetNotPreparedError(ValueError):
   """The dataset is not in the TFDS data directory; the message says how to prepare it."""
+
+
+class Stream(NamedTuple):
+  """One split too large for memory, read from TFDS batch by batch (e.g. ImageNet).
+
+  Attributes:
+    name: the TFDS dataset.
+    split: a TFDS split string, e.g. 'train[50000:]'.
+    data_dir: the TFDS data directory ('' for TFDS's default).
+    num_examples: examples in `split`.
+    image_size: side of the square images the stream yields.
+  """
+  name: str
+  split: str
+  data_dir: str
+  num_examples: int
+  image_size: int
+
+  def batches(self, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0,
+              shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(x: [b, s, s, 3] float32, y: [b] int32)` batches; see `stream_batches`."""
+    return stream_batches(self.name, self.split, batch_size=batch_size, seed=seed, epoch=epoch,
+                          train=train, data_dir=self.data_dir or None,
+                          image_size=self.image_size, shard=shard)
 
 
 def _import_tf():

@@ -108,3 +108,14 @@ def keep_counts(alive: list[int], sizes: list[int], target_sparsity: float,
   current = 1.0 - sum(alive) / sum(sizes)
   ratio = (1.0 - target_sparsity) / (1.0 - current) if sum(alive) else 0.0
   return [round(a * ratio) for a in alive]
+
+
+def check_goal_sparsity(config) -> str | None:
+  """Why `prune.goal_sparsity` cannot be reached by pruning from the config's start mask
+  (it must exceed the start's sparsity `1 - init_mask.density`), or None."""
+  start = 1.0 - config.init_mask.density
+  if config.init_mask.distribution != "none" and config.prune.goal_sparsity <= start:
+    return (f"config key prune.goal_sparsity = {config.prune.goal_sparsity} is not allowed with "
+            f"init_mask.density = {config.init_mask.density}; allowed: more than the initial "
+            f"sparsity {start:g}")
+  return None

@@ -1,11 +1,14 @@
-"""Experiment strategies: each turns a validated config and a dataset into results."""
+"""Experiment strategies: each turns a validated config and a dataset into results.
 
-from sms_jax.strategies import dense, gradual, sms
+  dense            train one model (dense, or inside a start mask)
+  imp, imp_mx, sms prune-retrain phases: IMP, IMP with m times the retraining, Sparse Model
+                   Soups (`prune_retrain`)
+  sms_gmp          SMS between the mask updates of gradual magnitude pruning (`sms_gmp`)
+  gmp, set, ...    one model trained with a standalone sparsity updater
+                   (`sparse_training`: every such updater of `sparsity.registry`)
+"""
 
-STRATEGIES = {"dense": dense.run, "imp": sms.run_imp, "imp_mx": sms.run_imp_mx,
-              "sms": sms.run_sms, "gmp": gradual.run_gmp, "sms_gmp": gradual.run_sms_gmp}
+from sms_jax.strategies import dense, prune_retrain, sms_gmp, sparse_training  # Register.
+from sms_jax.strategies.registry import STRATEGIES, Strategy, candidates_per_phase, register
 
-
-def candidates_per_phase(config) -> int:
-  """m, the candidates trained together in each phase (1 for strategies without soups)."""
-  return config.soup.m if config.strategy in ("sms", "sms_gmp") else 1
+__all__ = ["STRATEGIES", "Strategy", "candidates_per_phase", "register"]

@@ -1,4 +1,4 @@
-"""Retraining after pruning: the learning-rate schedules of the SMS paper and its optimizer.
+"""Retraining after pruning: the learning-rate schedules of the SMS paper, and the optimizer.
 
 Schedules (`retrain.schedule`), with maxLR / minLR the largest / smallest learning rate of the
 pretraining schedule (after its warmup), over a retraining budget of `total` iterations:
@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sms_jax import sparsity
-from sms_jax.training import schedules
+from sms_jax.training import optimizers, schedules
 
 RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
 CONTINUE = "continue"
@@ -96,60 +95,17 @@ def allr_peak(norm_drop: float, prune_rate: float, epochs_per_phase: float,
   return float(np.clip(norm_drop / np.sqrt(max(prune_rate, 1e-12)) * max_lr, low, max_lr))
 
 
-class RetrainLRState(NamedTuple):
-  """Iteration count, the candidate's peak and budget, and the last learning rate used."""
-  count: jax.Array
-  peak_learning_rate: jax.Array
-  total_steps: jax.Array
-  learning_rate: jax.Array
-
-
-def scale_by_retrain_schedule(kind: str, pretrain: PretrainSchedule, peak_learning_rate: float,
-                              total_steps: int, first_step: int = 0
-                              ) -> optax.GradientTransformation:
-  """Scales updates by `-learning_rate(kind, count, ...)`; peak and budget live in the state.
-
-  The count starts at `first_step` (CONTINUE: the pretraining iteration to go on from).
-  """
-
-  def init_fn(params):
-    del params
-    return RetrainLRState(jnp.int32(first_step), jnp.float32(peak_learning_rate),
-                          jnp.int32(total_steps), jnp.float32(0.0))
-
-  def update_fn(updates, state, params=None):
-    del params
-    lr = learning_rate(kind, state.count, state.total_steps, state.peak_learning_rate, pretrain)
-    updates = jax.tree.map(lambda u: -lr.astype(u.dtype) * u, updates)
-    return updates, state._replace(count=state.count + 1, learning_rate=lr)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def retrain_optimizer(kind: str, pretrain: PretrainSchedule, masks: Any, *,
+def retrain_optimizer(train_config, kind: str, pretrain: PretrainSchedule, *,
                       peak_learning_rate: float, total_steps: int, weight_decay: float,
-                      momentum: float, nesterov: bool,
                       first_step: int = 0) -> optax.GradientTransformation:
-  """SGD for retraining: coupled weight decay, momentum, the retraining schedule, the masks.
+  """`train.optimizer` with the retraining schedule `kind`: a candidate's optimizer.
 
-  Same update rule as `optimizer.sgd`. Weight decay, peak and budget are state arrays, so
-  the `update` of any candidate's optimizer serves all stacked candidates; only `init`
-  differs between them.
+  Its weight decay, peak and budget are state arrays, so the `update` of any candidate's
+  optimizer serves all stacked candidates; only `init` differs between them. The count
+  starts at `first_step` (CONTINUE: the pretraining iteration to go on from).
   """
-  return optax.chain(
-      optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=weight_decay),
-      optax.trace(decay=momentum, nesterov=nesterov),
-      scale_by_retrain_schedule(kind, pretrain, peak_learning_rate, total_steps, first_step),
-      sparsity.masked_updates(masks))
-
-
-def current_learning_rate(opt_state: Any) -> jax.Array:
-  """The learning rate of the last update (`[m]` for stacked states): of a retraining
-  optimizer, or of an `inject_hyperparams` optimizer's 'learning_rate'."""
-  is_node = lambda x: isinstance(x, RetrainLRState) or hasattr(x, "hyperparams")
-  for node in jax.tree.leaves(opt_state, is_leaf=is_node):
-    if isinstance(node, RetrainLRState):
-      return node.learning_rate
-    if hasattr(node, "hyperparams") and "learning_rate" in node.hyperparams:
-      return node.hyperparams["learning_rate"]
-  raise ValueError("the optimizer state holds no learning rate")
+  schedule = lambda count, peak, total_steps: learning_rate(kind, count, total_steps, peak,
+                                                            pretrain)
+  return optimizers.make_optimizer(train_config, schedule, weight_decay=weight_decay,
+                                   first_step=first_step, peak=peak_learning_rate,
+                                   total_steps=total_steps)

@@ -1,4 +1,5 @@
-"""Calibration errors, FLOPs and candidate distances against hand-computed cases."""
+"""Evaluation as pure functions, against hand-computed cases: calibration errors, the
+candidates, the best candidate, the ensemble, OOD sets, FLOPs, distances, sparsity records."""
 
 import json
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sms_jax import metrics
+from sms_jax import evaluation, models, sparsity
 
 
 def _probs(confidences, num_classes=2):
@@ -21,7 +22,7 @@ def test_overconfident_predictions():
   # Confidence 0.9 everywhere, half of them right: one bin, gap 0.4.
   probs = _probs([0.9] * 10)
   labels = np.array([0] * 5 + [1] * 5)
-  ece, mce = metrics.calibration_errors(probs, labels)
+  ece, mce = evaluation.calibration_errors(probs, labels)
   assert ece == pytest.approx(0.4) and mce == pytest.approx(0.4)
 
 
@@ -29,7 +30,7 @@ def test_two_bins_weighted_by_their_share():
   # 4 examples at 0.95 (all right: gap 0.05), 6 at 0.55 (3 right: gap 0.05 -> |0.5-0.55|).
   probs = _probs([0.95] * 4 + [0.55] * 6)
   labels = np.array([0] * 4 + [0, 0, 0, 1, 1, 1])
-  ece, mce = metrics.calibration_errors(probs, labels)
+  ece, mce = evaluation.calibration_errors(probs, labels)
   assert ece == pytest.approx(0.4 * 0.05 + 0.6 * 0.05)
   assert mce == pytest.approx(0.05)
 
@@ -38,7 +39,7 @@ def test_neighbouring_bins_are_kept_apart():
   # Confidences 10/15 and 11/15 fall into adjacent bins; pooled they would give ECE 0.2.
   probs = _probs([10 / 15] * 3 + [11 / 15] * 3)
   labels = np.array([0, 0, 0, 1, 1, 1])
-  ece, mce = metrics.calibration_errors(probs, labels)
+  ece, mce = evaluation.calibration_errors(probs, labels)
   assert ece == pytest.approx(0.5 * (1 - 10 / 15) + 0.5 * (11 / 15))
   assert mce == pytest.approx(11 / 15)
 
@@ -46,7 +47,7 @@ def test_neighbouring_bins_are_kept_apart():
 def test_evaluate_logits_accuracy_and_loss():
   logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25]]))
   labels = np.array([0, 1, 0])
-  out = metrics.evaluate_logits(logits, labels)
+  out = evaluation.evaluate_logits(logits, labels)
   assert out["accuracy"] == pytest.approx(2 / 3)
   assert out["loss"] == pytest.approx(-(np.log(0.7) + np.log(0.1) + np.log(0.5)) / 3)
 
@@ -68,12 +69,12 @@ def _conv_dense_variables():
 
 def test_layer_flops_match_the_formulas():
   model, variables = _conv_dense_variables()
-  records = metrics.layer_flops(model, variables, (8, 6, 2))
+  records = evaluation.layer_flops(model, variables, (8, 6, 2))
   # Stride 2, SAME: output 4x3. Conv: C_in*C_out*k_h*k_w*H_out*W_out; dense: in*out.
   conv, dense = 2 * 4 * 3 * 3 * 4 * 3, (4 * 3 * 4) * 5
   assert records == [{"name": "conv/kernel", "dense_flops": conv, "nonzero_flops": conv},
                      {"name": "dense/kernel", "dense_flops": dense, "nonzero_flops": dense}]
-  assert metrics.flops_summary(records) == {
+  assert evaluation.flops_summary(records) == {
       "dense": conv + dense, "nonzero": conv + dense, "theoretical_speedup": 1.0}
 
 
@@ -87,7 +88,7 @@ class _Conv1D(nn.Module):
 
 def test_layer_flops_of_a_1d_conv():
   variables = _Conv1D().init(jax.random.key(0), jnp.zeros((1, 40, 2)))
-  records = metrics.layer_flops(_Conv1D(), variables, (40, 2))
+  records = evaluation.layer_flops(_Conv1D(), variables, (40, 2))
   assert records[0]["dense_flops"] == 2 * 3 * 5 * 20  # C_in * C_out * k * L_out
 
 
@@ -95,17 +96,17 @@ def test_zeroing_half_a_kernel_halves_its_nonzero_flops():
   model, variables = _conv_dense_variables()
   params = jax.tree.map(np.array, variables["params"])
   params["conv"]["kernel"][:, :, :, :2] = 0.0  # Half of the output channels.
-  records = metrics.layer_flops(model, {**variables, "params": params}, (8, 6, 2))
+  records = evaluation.layer_flops(model, {**variables, "params": params}, (8, 6, 2))
   conv, dense = records
   assert conv["nonzero_flops"] * 2 == conv["dense_flops"]
   assert dense["nonzero_flops"] == dense["dense_flops"]
   total = conv["dense_flops"] + dense["dense_flops"]
-  assert metrics.flops_summary(records)["theoretical_speedup"] == pytest.approx(
+  assert evaluation.flops_summary(records)["theoretical_speedup"] == pytest.approx(
       total / (conv["dense_flops"] / 2 + dense["dense_flops"]))
 
 
 def test_flops_summary_without_nonzero_flops_is_json_safe():
-  summary = metrics.flops_summary([{"name": "k", "dense_flops": 10, "nonzero_flops": 0}])
+  summary = evaluation.flops_summary([{"name": "k", "dense_flops": 10, "nonzero_flops": 0}])
   assert summary == {"dense": 10, "nonzero": 0, "theoretical_speedup": None}
   json.dumps(summary, allow_nan=False)
 
@@ -115,7 +116,7 @@ def test_candidate_distances_against_numpy():
   stack = {"a": rng.normal(size=(3, 4, 5)), "b": {"c": rng.normal(size=(3, 7))}}
   soup = jax.tree.map(lambda w: w.mean(0), stack)
   flat = np.concatenate([stack["a"].reshape(3, -1), stack["b"]["c"]], 1)
-  out = metrics.candidate_distances(stack, soup)
+  out = evaluation.candidate_distances(stack, soup)
   json.dumps(out, allow_nan=False)
   for i in range(3):
     assert out["to_soup_l2"][i] == pytest.approx(np.linalg.norm(flat[i] - flat.mean(0)))
@@ -131,7 +132,7 @@ def test_candidate_angles_of_known_vectors():
   stack = {"x": np.array([[1.0], [0.0], [-1.0], [2.0]]),
            "y": jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])}
   soup = {"x": np.zeros(1), "y": np.zeros(2)}
-  out = metrics.candidate_distances(stack, soup)
+  out = evaluation.candidate_distances(stack, soup)
   angles = np.array(out["pairwise_angle_deg"])
   np.testing.assert_allclose(angles[0], [0, 90, 180, 45], atol=1e-6)
   np.testing.assert_allclose(angles[1], [90, 0, 90, 45], atol=1e-6)
@@ -142,5 +143,44 @@ def test_candidate_angles_of_known_vectors():
 def test_candidate_angles_of_nearly_equal_vectors_are_finite():
   w = np.random.default_rng(1).normal(size=1000)
   stack = {"w": np.stack([w, w * (1 + 1e-12)])}  # Cosine rounds above 1 without clipping.
-  out = metrics.candidate_distances(stack, {"w": w})
+  out = evaluation.candidate_distances(stack, {"w": w})
   assert out["pairwise_angle_deg"][0][1] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_candidates_best_ensemble_and_ood_of_scripted_logits():
+  labels = np.array([0, 1, 2, 0])
+  # Three candidates; the second alone gets everything right, the first half, the last one.
+  logits = np.array([[[5, 0, 0], [5, 0, 0], [0, 0, 5], [0, 5, 0]],
+                     [[2, 0, 0], [0, 2, 0], [0, 0, 2], [2, 0, 0]],
+                     [[0, 0, 9], [0, 9, 0], [9, 0, 0], [0, 0, 9]]], np.float32)
+  assert evaluation.candidate_accuracies(logits, labels) == [0.5, 1.0, 0.25]
+  assert evaluation.best_candidate([0.3, 0.8, 0.8]) == 1  # The first of equals.
+  # Mean probabilities: example 0 -> class 0 (0.67 + 0.78 + 0.0) vs class 2 (1.0 + ...).
+  probs = np.mean([np.exp(l) / np.exp(l).sum(-1, keepdims=True) for l in logits.astype(float)], 0)
+  np.testing.assert_allclose(evaluation.ensemble_probabilities(logits), probs, rtol=1e-12)
+  expected = float((probs.argmax(-1) == labels).mean())
+  assert evaluation.ensemble_accuracy(logits, labels) == expected
+  assert expected not in (0.5, 1.0, 0.25)  # A single candidate standing in would show.
+  assert evaluation.ood_accuracies({"a": logits[0], "b": logits[1]},
+                                   {"a": labels, "b": labels}) == {"a": 0.5, "b": 1.0}
+
+
+def test_sparsity_record_counts_the_masks_and_the_values():
+  model = models.create_model("cnn1d", 10)
+  paths = models.param_paths(model, (40, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))["params"]
+  masks = sparsity.prune(params, sparsity.create_masks(params), 0.8)
+  params = sparsity.apply_masks(params, masks)
+  alive_entry = tuple(np.argwhere(np.asarray(masks["dense"]["kernel"]))[0])
+  params["dense"]["kernel"] = params["dense"]["kernel"].at[alive_entry].set(0.0)  # Alive, 0.
+  record = evaluation.sparsity_record(params, masks, paths)
+  layers = {l["name"]: l for l in record["layers"]}
+  assert list(layers) == ["conv0/kernel", "conv1/kernel", "conv2/kernel", "dense/kernel",
+                          "classifier/kernel"]
+  size = sum(l["size"] for l in layers.values())
+  assert sum(l["alive"] for l in layers.values()) == round(0.2 * size)
+  assert record["sparsity"] == 1 - round(0.2 * size) / size  # From the masks.
+  dense = layers["dense/kernel"]
+  assert dense["nonzero"] <= dense["alive"] - 1
+  total = sum(x.size for x in jax.tree.leaves(params))
+  assert record["sparsity_all"] == pytest.approx((size - round(0.2 * size)) / total)

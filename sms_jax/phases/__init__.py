@@ -1,0 +1,2 @@
+"""Prune-retrain phases: plans (`plan`), the runner with resume (`runner`) and the phase's
+evaluation (`evaluate`), shared by every strategy with phases."""

@@ -1,0 +1,264 @@
+"""The phase runner: pretrain, then for each `PhasePlan` prune, retrain the candidates, soup
+and evaluate; every phase resumable.
+
+Phase k prunes the current model (the previous soup, or the pretrained model) to its plan's
+target, trains the plan's m candidates from it as one stacked state (`engine.EpochRunner`)
+with a fresh optimizer (momentum 0) wrapped by the plan's sparsity updater, then soups and
+evaluates them (`PhaseEvaluator`); the soup is the next phase's model. Each phase is
+checkpointed when complete (the soup, its masks and the phase records), and the candidates
+every `checkpoint.every_epochs` epochs, so a killed run resumes mid-phase.
+"""
+
+import os
+import shutil
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sms_jax import checkpoints, models, parallel, plots, pretraining, report, sparsity
+from sms_jax.data import Dataset, corruptions
+from sms_jax.phases.evaluate import PhaseEvaluator
+from sms_jax.phases.plan import Candidate, Model, PhasePlan
+from sms_jax.sparsity import registry
+from sms_jax.training import engine, loop, retrain, state as state_lib
+
+
+class PlanContext(NamedTuple):
+  """What a strategy's plans may depend on, known once pretraining is done."""
+  steps_per_epoch: int
+  max_lr: float  # The pretraining schedule's peak.
+  start_sparsity: float  # Of the pretrained model's masks.
+
+
+PlansFn = Callable[[ml_collections.ConfigDict, PlanContext], list[PhasePlan]]
+
+
+class PhaseRunner:
+  """Runs the phases of one experiment (see the module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
+               pretrained: pretraining.Pretrained, *, m: int, scalars: report.ScalarWriter):
+    self.config, self.dataset, self.workdir, self.m = config, dataset, workdir, m
+    self.model, self.evaluator, self.scalars = pretrained.model, pretrained.evaluator, scalars
+    self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+    self.pretrain = retrain.pretrain_schedule(config.train, self.steps_per_epoch)
+    root = jax.random.key(config.seed)
+    self.data_key, self.prune_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+    self.mesh = parallel.candidate_mesh(m, config.train.batch_size)
+    self.execution = None  # Resolved at the first phase: all phases' candidates share shapes.
+    self._runners = {}  # See `epoch_runner`.
+    self.evaluate = PhaseEvaluator(
+        self.model, dataset, self.evaluator,
+        bn_recalibration_frac=config.soup.bn_recalibration_frac,
+        batch_size=config.train.batch_size,
+        ood_sets=corruptions.ood_sets(dataset, config.ood.severity, jax.random.fold_in(root, 3)),
+        paths=models.param_paths(self.model, dataset.input_shape))
+
+  def context(self, start_sparsity: float) -> PlanContext:
+    return PlanContext(self.steps_per_epoch, self.pretrain.max_lr, start_sparsity)
+
+  def prune(self, current: Model, plan: PhasePlan) -> tuple[Any, Any, float]:
+    """The phase's masks, the pruned params, and the relative L2 norm pruning removed (over
+    the prunable weights)."""
+    masks = sparsity.prune(current.params, current.masks, plan.target_sparsity,
+                           selector=self.config.prune.selector,
+                           key=jax.random.fold_in(self.prune_key, plan.phase))
+    params = sparsity.apply_masks(current.params, masks)
+    prunable = [m is not None for m in jax.tree.leaves(masks, is_leaf=lambda x: x is None)]
+    norm = lambda tree: np.sqrt(sum(float(jnp.sum(jnp.square(x)))
+                                    for x, p in zip(jax.tree.leaves(tree), prunable) if p))
+    removed = jax.tree.map(jnp.subtract, current.params, params)
+    return masks, params, norm(removed) / max(norm(current.params), 1e-12)
+
+  def peak_scale(self, current: Model, plan: PhasePlan, norm_drop: float) -> float:
+    """The factor on the candidates' peak learning rate: ALLR's for this phase, else 1."""
+    if plan.schedule != "allr":
+      return 1.0
+    before = sparsity.sparsity(current.masks)
+    prune_rate = 1.0 - (1.0 - plan.target_sparsity) / (1.0 - before)
+    return retrain.allr_peak(norm_drop, prune_rate, plan.retrain_epochs, self.config.train.epochs,
+                             1.0)
+
+  def hparams(self, candidate: Candidate, peak_scale: float) -> dict[str, Any]:
+    """A candidate's hyperparameters as run: its peak learning rate in absolute terms."""
+    return {"seed": candidate.seed, "weight_decay": candidate.weight_decay,
+            "learning_rate": candidate.learning_rate * self.pretrain.max_lr * peak_scale,
+            "retrain_epochs": candidate.retrain_epochs}
+
+  def run_phase(self, plan: PhasePlan, current: Model) -> tuple[Model, dict[str, Any]]:
+    """Prunes `current`, retrains, soups and evaluates; returns the soup and the record."""
+    masks, params, norm_drop = self.prune(current, plan)
+    peak_scale = self.peak_scale(current, plan, norm_drop)
+    report.log(f"phase {plan.phase}/{self.config.prune.n_phases}: pruned to sparsity "
+               f"{sparsity.sparsity(masks):.4f}; training {self.m} candidate(s) for "
+               f"{plan.epochs} epochs")
+    updater = registry.build(plan.updater, self.config, self.steps_per_epoch, masks)
+    stacked, history, train_time = self.train(plan, Model(params, current.batch_stats, masks),
+                                              updater, peak_scale)
+    masks = _common_masks(stacked, masks, updater)
+    soup, evaluated = self.evaluate(
+        stacked, masks, val_accuracies=history[-1].get("val_accuracy", [0.0] * self.m),
+        hparams=[self.hparams(c, peak_scale) for c in plan.candidates],
+        method=self.config.soup.method if self.m > 1 else "uniform")
+    record = {"phase": plan.phase, "target_sparsity": plan.target_sparsity, **evaluated,
+              "train_time_s": train_time, "relative_norm_drop": norm_drop, "history": history}
+    return Model(soup.params, soup.batch_stats, masks), record
+
+  def train(self, plan: PhasePlan, start: Model, updater: sparsity.Updater, peak_scale: float
+            ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
+    """Retrains the plan's candidates from `start`: the stacked state `[m, ...]` (on this
+    process), its history and the training time."""
+    config = self.config
+    txs = [updater.wrap(retrain.retrain_optimizer(
+        config.train, plan.schedule, self.pretrain,
+        peak_learning_rate=self.pretrain.max_lr * peak_scale * c.learning_rate,
+        total_steps=c.retrain_epochs * self.steps_per_epoch, weight_decay=c.weight_decay,
+        first_step=plan.first_step), start.masks) for c in plan.candidates]
+    stacked = engine.stack([
+        state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=start.params,
+                             batch_stats=start.batch_stats, opt_state=tx.init(start.params))
+        for tx in txs])
+    phase_key = jax.random.fold_in(self.data_key, plan.phase)
+    keys = jnp.stack([jax.random.fold_in(phase_key, c.seed) for c in plan.candidates])
+    epochs = [c.retrain_epochs for c in plan.candidates]
+    runner = self.epoch_runner(plan, updater, stacked, txs[0])
+
+    def run_epoch(state, epoch):
+      active = np.asarray([epoch < e for e in epochs])
+      state, step_metrics = runner(state, jax.vmap(jax.random.fold_in, (0, None))(keys, epoch),
+                                   jnp.asarray(active))
+      return state, {**step_metrics, "active": active}
+
+    checkpointer = checkpoints.Checkpointer(self.candidate_dir(plan.phase),
+                                            config.checkpoint.keep)
+    try:
+      stacked, history, elapsed = loop.fit(
+          stacked, run_epoch, epochs=plan.epochs, evaluate=self.evaluate_candidates,
+          checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
+          eval_every_epochs=config.train.eval_every_epochs,
+          images_per_epoch=self.m * self.steps_per_epoch * config.train.batch_size,
+          scalars=self.scalars, scalar_prefix=f"phase{plan.phase}/",
+          scalar_offset=plan.first_epoch,
+          describe_state=lambda s: pretraining.describe_state(s, with_sparsity=False))
+    finally:
+      checkpointer.close()
+    return parallel.to_local(stacked), history, elapsed
+
+  def epoch_runner(self, plan: PhasePlan, updater: sparsity.Updater,
+                   stacked: state_lib.TrainState, tx) -> engine.EpochRunner:
+    """The compiled epochs of the plan's candidates, `stacked: [m, ...]`.
+
+    Compiled once for all phases alike: candidates differ only in their optimizer states
+    (weight decay, peak, budget, first step, masks), so any candidate's `tx` updates them
+    all; what changes the update itself (the schedule's kind, the updater) gets its own.
+    """
+    key = (plan.schedule, updater, engine.num_candidates(stacked))
+    if key not in self._runners:
+      config = self.config
+      step_kwargs = dict(model=self.model, tx=tx, label_smoothing=config.train.label_smoothing)
+      if self.execution is None:
+        self.execution = engine.choose_execution(
+            config.parallel.candidate_execution, stacked, self.dataset, mesh=self.mesh,
+            batch_size=config.train.batch_size, log=report.log, **step_kwargs)
+      self._runners[key] = engine.EpochRunner(
+          stacked, self.dataset, batch_size=config.train.batch_size,
+          epoch_loop=config.train.epoch_loop, execution=self.execution, mesh=self.mesh,
+          log=report.log, **step_kwargs)
+    return self._runners[key]
+
+  def candidate_dir(self, phase: int) -> str:
+    return os.path.join(self.workdir, "checkpoints", f"phase{phase}_candidates")
+
+  def evaluate_candidates(self, stacked: state_lib.TrainState) -> dict[str, list[float]]:
+    """Validation metrics of each candidate, as lists over the candidate axis."""
+    per_candidate = [self.evaluator.evaluate(s, "val") for s in engine.unstack(stacked)]
+    return {k: [r[k] for r in per_candidate] for k in per_candidate[0]}
+
+
+def _common_masks(stacked: state_lib.TrainState, masks: Any, updater: sparsity.Updater) -> Any:
+  """The masks all candidates of `stacked: [m, ...]` hold (those of the phase, `masks`,
+  unless `updater` changes them), after checking that the parameters are zero outside them.
+
+  Raises:
+    RuntimeError: the candidates hold different masks (their soup would not be sparse), or
+      not the phase's, or have nonzero weights outside them.
+  """
+  held = engine.unstack(sparsity.masks_of(stacked.opt_state))
+  common = held[0] if updater.changes_masks else masks
+  for k, candidate_masks in enumerate(held):
+    if not sparsity.masks_equal(candidate_masks, common):
+      raise RuntimeError(f"candidate {k} does not hold this phase's mask")
+  stacked_masks = jax.tree.map(lambda m: None if m is None else m[None], common,
+                               is_leaf=lambda x: x is None)
+  if not sparsity.zero_outside(stacked.params, stacked_masks):
+    raise RuntimeError("a candidate has nonzero weights outside this phase's mask")
+  return common
+
+
+def _log_phase(record: dict[str, Any]) -> None:
+  cands = [c["test_accuracy"] for c in record["candidates"]]
+  report.log(f"phase {record['phase']}: sparsity {record['sparsity']:.4f} (target "
+             f"{record['target_sparsity']:.4f})  soup test {record['soup']['test_accuracy']:.4f}"
+             f"  candidates {min(cands):.4f}-{max(cands):.4f}  best-by-val "
+             f"{record['best_candidate']['test_accuracy']:.4f}  ensemble "
+             f"{record['ensemble']['test_accuracy']:.4f}")
+
+
+def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m: int,
+        plans: PlansFn, pretrain_epochs: int | None = None) -> dict[str, Any]:
+  """Pretrains, then runs the phases of `plans(config, context)` with m candidates each.
+
+  Args:
+    config: a validated config.
+    dataset: the loaded data.
+    workdir: where checkpoints, plots and scalars go.
+    m: candidates per phase.
+    plans: the strategy's phase plans.
+    pretrain_epochs: stop pretraining after this many epochs (default: train.epochs).
+  Returns:
+    The results' strategy part: pretraining `history`, `dense` (its val/test metrics),
+    `phases` (one record per phase), `final` (the last soup's metrics and sparsity).
+  """
+  scalars = report.ScalarWriter(workdir)
+  try:
+    pretrained = pretraining.pretrain(config, dataset, workdir, scalars, epochs=pretrain_epochs)
+    runner = PhaseRunner(config, dataset, workdir, pretrained, m=m, scalars=scalars)
+    phase_plans = plans(config, runner.context(sparsity.sparsity(pretrained.masks)))
+    dense_metrics = pretraining.final_metrics(pretrained)
+    state = pretrained.state
+    current = Model(state.params, state.batch_stats, pretrained.masks)
+    records, elapsed = [], pretrained.train_time_s
+    phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), 1)
+    try:
+      restored = phase_ckpt.restore_latest(current)
+      done = 0
+      if restored is not None:
+        done, current, meta = restored
+        current = Model(*current)
+        records, elapsed = meta["phases"], meta["elapsed_s"]
+        report.log(f"resumed after phase {done} from {phase_ckpt.directory}")
+      for plan in phase_plans[done:]:
+        current, record = runner.run_phase(plan, current)
+        records.append(record)
+        elapsed += record["train_time_s"]
+        phase_ckpt.save(plan.phase, current, {"phases": records, "elapsed_s": elapsed})
+        shutil.rmtree(runner.candidate_dir(plan.phase), ignore_errors=True)
+        _log_phase(record)
+        plots.write_plots({"phases": records, "dense": dense_metrics},
+                          os.path.join(workdir, "plots"))
+    finally:
+      phase_ckpt.close()
+  finally:
+    scalars.close()
+
+  last = records[-1]
+  final = {k: last["soup"][k] for k in ("val_accuracy", "val_loss", "test_accuracy",
+                                        "test_loss", "test_ece", "test_mce")}
+  final.update(sparsity=last["sparsity"], sparsity_all=last["sparsity_all"])
+  report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if v is not None))
+  return {"history": pretrained.history, "dense": dense_metrics, **pretrained.init_mask,
+          "phases": records, "final": final, "train_time_s": elapsed,
+          "num_params": state_lib.count_params(current.params)}

@@ -1,0 +1,164 @@
+"""The shared first stage of every strategy: train one model from scratch, resumably.
+
+It starts dense or from a mask at initialisation (`init_mask.*`), and trains with a sparsity
+updater from `sms_jax.sparsity.registry`: 'fixed' (the start mask) for dense training and
+before pruning phases, or one that changes the masks during training (gmp, set). A dense
+start with fixed masks trains the plain optimizer: all its masks are alive, and a select
+between the update and the parameters would only cost time (and keep XLA from fusing the
+update into one multiply-add).
+"""
+
+import os
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sms_jax import checkpoints, metrics, models, parallel, report, sparsity
+from sms_jax.data import Dataset, first_batches
+from sms_jax.sparsity import init_masks, registry
+from sms_jax.training import engine, loop, optimizers, schedules, state as state_lib
+from sms_jax.training.evaluator import Evaluator
+
+
+class Pretrained(NamedTuple):
+  """The trained model and what evaluating, pruning and reporting it needs.
+
+  `masks`: the masks it ended with (all alive for a dense start, without a changing
+  updater); `start_masks`: those it started in; `updater`: the sparsity updater it trained
+  with; `init_mask`: the results' `{'init_mask': {...}}` entry for a sparse start, else {}.
+  """
+  model: nn.Module
+  state: state_lib.TrainState
+  history: list[dict[str, Any]]
+  train_time_s: float
+  evaluator: Evaluator
+  masks: Any
+  start_masks: Any
+  updater: sparsity.Updater
+  init_mask: dict[str, Any]
+
+
+def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
+                batch_stats: Any, dataset: Dataset) -> tuple[Any, dict[str, float]]:
+  """The masks training starts in, and each sparse start's achieved layer densities.
+
+  Prunable: every conv and dense kernel, less the first / last if `prune.keep_*_dense`. A dense
+  start (`init_mask.distribution='none'`) gives all-alive masks and {}.
+  """
+  paths = models.param_paths(model, dataset.input_shape)
+  prunable = sparsity.prunable_filter(paths, keep_first_dense=config.prune.keep_first_dense,
+                                      keep_last_dense=config.prune.keep_last_dense)
+  alive = sparsity.create_masks(params, prunable)
+  init = config.init_mask
+  if init.distribution == "none":
+    return alive, {}
+  densities = None if init.distribution == "global" else init_masks.layer_densities_for(
+      params, prunable, paths, init.distribution, init.density)
+  if init.method == "snip":
+    def loss_fn(p, batch):
+      logits, _ = model.apply({"params": p, "batch_stats": batch_stats}, batch[0], train=True,
+                              mutable=["batch_stats"])
+      return metrics.cross_entropy(logits, batch[1])
+    batch_size = config.train.batch_size
+    scores = init_masks.snip_scores(loss_fn, params, list(first_batches(
+        dataset.train, init.score_batches * batch_size, batch_size)), alive)
+    masks = init_masks.keep_by_scores(scores, densities, init.density)
+  elif init.method == "synflow":
+    ones = jnp.ones((1, *dataset.input_shape), jnp.float32)
+    output_fn = lambda p: model.apply({"params": p, "batch_stats": batch_stats}, ones,
+                                      train=False)
+    masks = init_masks.synflow_masks(output_fn, params, alive, densities, init.density)
+  else:
+    key = jax.random.fold_in(jax.random.key(config.seed), 4)
+    masks = init_masks.init_masks(key, params, densities, init.method)
+  achieved = {r["name"]: r["nonzero"] / r["size"]
+              for r in init_masks.mask_record(params, masks, paths)}
+  return masks, achieved
+
+
+def describe_state(state: state_lib.TrainState, *, with_sparsity: bool) -> dict[str, Any]:
+  """What an epoch's record holds of the state: the learning rate of its last step (a list
+  for stacked candidates) and, if the masks change during training, their sparsity."""
+  record = {"learning_rate": loop.summarise(parallel.to_local(
+      optimizers.learning_rate_of(state.opt_state)))}
+  if with_sparsity:
+    record["sparsity"] = sparsity.sparsity(sparsity.masks_of(parallel.to_local(state.opt_state)))
+  return record
+
+
+def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
+             scalars: report.ScalarWriter, *, epochs: int | None = None,
+             updater: str = "fixed") -> Pretrained:
+  """Trains `config.model` on `dataset`, resumable from `<workdir>/checkpoints/pretrain`.
+
+  Args:
+    config, dataset, workdir, scalars: the experiment.
+    epochs: stop after this many epochs of the `config.train.epochs`-long schedule (default:
+      all of them).
+    updater: the sparsity updater's name in `sparsity.registry.UPDATERS`.
+  """
+  model = models.create_model(config.model.name, dataset.num_classes,
+                              dtype=models.compute_dtype(config.train.dtype))
+  steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+  tx = optimizers.make_optimizer(config.train, schedules.make_schedule(config.train,
+                                                                       steps_per_epoch))
+  init_key, data_key = jax.random.split(jax.random.key(config.seed))
+  state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
+  masks, densities = start_masks(config, model, state.params, state.batch_stats, dataset)
+  init_mask = {}
+  if densities:  # Train inside the mask: masked (optionally rescaled) init.
+    params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
+        else state.params
+    state = state.replace(params=sparsity.apply_masks(params, masks))
+    init_mask = {"init_mask": {
+        "distribution": config.init_mask.distribution, "density": config.init_mask.density,
+        "method": config.init_mask.method, "achieved_density": 1.0 - sparsity.sparsity(masks),
+        "layers": init_masks.mask_record(state.params, masks, models.param_paths(
+            model, dataset.input_shape))}}
+    report.log(f"sparse start: {config.init_mask.distribution} densities, "
+               f"{config.init_mask.method} mask, density {1.0 - sparsity.sparsity(masks):.4f}")
+  sparse_updater = registry.build(updater, config, steps_per_epoch, masks)
+  wrapped = bool(densities) or sparse_updater.changes_masks  # A dense start needs no masks.
+  if wrapped:  # A copy in the state: training steps donate (and delete) their input state.
+    tx = sparse_updater.wrap(tx, jax.tree.map(jnp.copy, masks))
+    state = state.replace(opt_state=tx.init(state.params))
+  report.log(f"model {config.model.name}: {state_lib.count_params(state.params):,} parameters; "
+             f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
+             f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
+  evaluator = Evaluator(model, dataset, config.train.eval_batch_size)
+  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
+                                          config.checkpoint.keep)
+  runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
+                              batch_size=config.train.batch_size,
+                              label_smoothing=config.train.label_smoothing,
+                              epoch_loop=config.train.epoch_loop,
+                              mesh=parallel.candidate_mesh(1, config.train.batch_size),
+                              log=report.log)
+  try:
+    state, history, elapsed = loop.fit(
+        state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
+        epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
+        checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
+        eval_every_epochs=config.train.eval_every_epochs,
+        images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
+        describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks))
+  finally:
+    checkpointer.close()
+  state = parallel.to_local(state)
+  return Pretrained(model, state, history, elapsed, evaluator,
+                    sparsity.masks_of(state.opt_state) if wrapped else masks, masks,
+                    sparse_updater, init_mask)
+
+
+def final_metrics(pretrained: Pretrained) -> dict[str, float]:
+  """`val_*` and `test_*` metrics of the trained model.
+
+  The last epoch was evaluated on val already; only the test split is new.
+  """
+  final = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
+  final.update({f"test_{k}": v
+                for k, v in pretrained.evaluator.evaluate(pretrained.state, "test").items()})
+  return final

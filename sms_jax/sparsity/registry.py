@@ -1,0 +1,35 @@
+"""The sparsity updaters by name.
+
+Each entry builds its updater from the config, the steps per epoch and the start masks. A
+`standalone` updater is also a strategy (`--config.strategy=<name>`): one model trained with
+it from the start mask (`sms_jax.strategies.sparse_training`). `check(config)` says why a
+config cannot run it (one line), or returns None.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+from sms_jax.sparsity import gmp, set_updater
+from sms_jax.sparsity.updater import FixedMasks, Updater
+
+
+class Registration(NamedTuple):
+  build: Callable[[Any, int, Any], Updater]  # (config, steps_per_epoch, masks) -> updater
+  standalone: bool = False
+  check: Callable[[Any], str | None] = lambda config: None
+  help: str = ""
+
+
+UPDATERS: dict[str, Registration] = {
+    "fixed": Registration(lambda config, steps_per_epoch, masks: FixedMasks()),
+    "gmp": Registration(gmp.GradualMagnitude.from_config, True, gmp.check_config,
+                        "gradual magnitude pruning along the cubic schedule (gradual.*)"),
+    "set": Registration(set_updater.SET.from_config, True, set_updater.check_config,
+                        "sparse evolutionary training: drop and regrow at random (regrow.*)"),
+}
+
+
+def build(name: str, config, steps_per_epoch: int, masks: Any) -> Updater:
+  """The updater `name` for `config`, starting from `masks`."""
+  if name not in UPDATERS:
+    raise ValueError(f"unknown sparsity updater {name!r}; allowed: {', '.join(UPDATERS)}")
+  return UPDATERS[name].build(config, steps_per_epoch, masks)

@@ -1,0 +1,49 @@
+"""The strategy registry: name -> what runs it, its candidates per phase, its config check.
+
+Strategy modules register themselves at import (`register`); `sms_jax.strategies` imports
+them all. A strategy never imports another: each is built from the shared parts
+(`sms_jax.pretraining`, `sms_jax.phases`).
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import ml_collections
+
+from sms_jax.data import Dataset
+
+RunFn = Callable[[ml_collections.ConfigDict, Dataset, str], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """A registered strategy.
+
+  Attributes:
+    name: its `strategy` config value.
+    run: `(config, dataset, workdir) -> results` (the strategy's part of results.json).
+    candidates: `config -> m`, the candidates it trains together per phase (1: none).
+    check: `config -> message or None`: why the config cannot run it (one line).
+    help: one line for the README and errors.
+  """
+  name: str
+  run: RunFn
+  candidates: Callable[[ml_collections.ConfigDict], int] = lambda config: 1
+  check: Callable[[ml_collections.ConfigDict], str | None] = lambda config: None
+  help: str = ""
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+  """Adds `strategy` under its name (a name registers once)."""
+  if strategy.name in STRATEGIES:
+    raise ValueError(f"strategy {strategy.name!r} is registered twice")
+  STRATEGIES[strategy.name] = strategy
+  return strategy
+
+
+def candidates_per_phase(config: ml_collections.ConfigDict) -> int:
+  """m, the candidates the config's strategy trains together (1 for strategies without soups)."""
+  return STRATEGIES[config.strategy].candidates(config)

@@ -1,0 +1,224 @@
+"""A phase on its own: the evaluation of scripted candidates against independent computations,
+and the candidates' training (their learning rates and data orders) against single runs.
+
+Each test here fails for one plausible bug in the phase: the soup's BatchNorm statistics not
+recalibrated, the greedy selection skipped, the OOD sets left clean, the ensemble replaced
+by a candidate, the best candidate not chosen by validation, the candidates' learning rates
+or seeds ignored in training.
+"""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from sms_jax import evaluation, models, pretraining, report, sparsity
+from sms_jax.data import Dataset, Split, corruptions
+from sms_jax.phases import plan as plan_lib
+from sms_jax.phases.evaluate import PhaseEvaluator, evaluation_state
+from sms_jax.phases.runner import PhaseRunner
+from sms_jax.training import engine, optimizers, retrain, state as state_lib
+from sms_jax.training.evaluator import Evaluator
+
+BATCH = 32
+
+
+def _dataset() -> Dataset:
+  """Learnable signals: the class is the 4-sample window with the largest sum."""
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    x = rng.normal(size=(n, 40, 1)).astype(np.float32)
+    return Split(x, x[:, :, 0].reshape(n, 10, 4).sum(-1).argmax(-1).astype(np.int32))
+  return Dataset("synthetic", split(320), split(128), split(128), 10, "none")
+
+
+def _train(model, state, tx, dataset, epochs, seed):
+  runner = engine.EpochRunner(state, dataset, model=model, tx=tx, batch_size=BATCH)
+  for epoch in range(epochs):
+    state, _ = runner(state, jax.random.fold_in(jax.random.key(seed), epoch))
+  return state
+
+
+@pytest.fixture(scope="module")
+def phase():
+  """Three candidates sharing a 50% mask: two trained (the second one epoch longer, in
+  another order) and one untrained (chance accuracy)."""
+  model, dataset = models.create_model("cnn1d", 10), _dataset()
+  tx = optimizers.make_optimizer(default.get_config().train, lambda count: 0.05)
+  good = _train(model, state_lib.create_train_state(model, tx, jax.random.key(0), (40, 1)),
+                tx, dataset, 8, seed=1)
+  masks = sparsity.prune(good.params, sparsity.create_masks(good.params), 0.5)
+  good = good.replace(params=sparsity.apply_masks(good.params, masks))
+  masked_tx = sparsity.FixedMasks().wrap(tx, masks)
+  second = _train(model, jax.tree.map(jnp.copy, good.replace(  # Training donates its input.
+      opt_state=masked_tx.init(good.params))), masked_tx, dataset, 1, seed=2)
+  fresh = model.init(jax.random.key(7), jnp.zeros((1, 40, 1)))
+  members = [evaluation_state(s.params, s.batch_stats) for s in (good, second)]
+  members.append(evaluation_state(sparsity.apply_masks(fresh["params"], masks),
+                                  fresh["batch_stats"]))
+  evaluator = Evaluator(model, dataset, 64)
+  ood_key = jax.random.key(3)
+  evaluate = PhaseEvaluator(model, dataset, evaluator, bn_recalibration_frac=0.5,
+                            batch_size=BATCH, ood_sets=corruptions.ood_sets(dataset, 3, ood_key),
+                            paths=models.param_paths(model, (40, 1)))
+  logits = lambda s, x: np.asarray(model.apply(
+      {"params": s.params, "batch_stats": s.batch_stats}, x, train=False))
+  val = [evaluation.accuracy(logits(s, dataset.val.x), dataset.val.y) for s in members]
+  return types.SimpleNamespace(model=model, dataset=dataset, masks=masks, members=members,
+                               stacked=engine.stack(members), evaluate=evaluate, val=val,
+                               logits=logits, ood_key=ood_key)
+
+
+def _run(phase, method="uniform", val=None):
+  hparams = [{"seed": k} for k in range(3)]
+  return phase.evaluate(phase.stacked, phase.masks, val_accuracies=val or phase.val,
+                        hparams=hparams, method=method)
+
+
+def test_the_scripted_candidates_are_as_intended(phase):
+  assert phase.val[0] > 0.5 and phase.val[1] > 0.5 and phase.val[2] < 0.3
+
+
+def test_candidates_and_the_ensemble_match_their_logits(phase):
+  _, record = _run(phase)
+  test = phase.dataset.test
+  logits = [phase.logits(s, test.x) for s in phase.members]
+  accuracies = [float((l.argmax(-1) == test.y).mean()) for l in logits]
+  assert [c["test_accuracy"] for c in record["candidates"]] == pytest.approx(accuracies)
+  probabilities = np.mean([np.exp(l - l.max(-1, keepdims=True)) /
+                           np.exp(l - l.max(-1, keepdims=True)).sum(-1, keepdims=True)
+                           for l in logits], 0)
+  expected = float((probabilities.argmax(-1) == test.y).mean())
+  assert record["ensemble"]["test_accuracy"] == pytest.approx(expected)
+  assert expected != accuracies[0]  # So the first candidate cannot stand in for it.
+  for l in logits:  # Nor could any other: its predictions differ from each member's.
+    assert (probabilities.argmax(-1) != l.argmax(-1)).any()
+
+
+def test_best_candidate_is_chosen_by_validation(phase):
+  _, record = _run(phase, val=[0.2, 0.1, 0.9])  # Scripted: the untrained one "wins" on val.
+  assert record["best_candidate"]["index"] == 2
+  assert record["best_candidate"]["test_accuracy"] == record["candidates"][2]["test_accuracy"]
+
+
+def test_greedy_soup_leaves_out_the_untrained_candidate(phase):
+  soup, record = _run(phase, method="greedy")
+  order = sorted(range(2), key=lambda k: -phase.val[k])
+  assert record["soup"]["ingredients"] == order
+  assert record["soup"]["val_accuracy"] >= max(phase.val)
+  _, uniform = _run(phase)
+  assert uniform["soup"]["ingredients"] == [0, 1, 2]
+  assert record["soup"]["test_accuracy"] > uniform["soup"]["test_accuracy"]
+  np.testing.assert_allclose(soup.params["dense"]["kernel"], np.mean(
+      [np.asarray(phase.members[k].params["dense"]["kernel"]) for k in order], 0), rtol=1e-6)
+
+
+def test_the_soups_batch_norm_statistics_are_recomputed_for_its_weights(phase):
+  """The running statistics of each BatchNorm layer are the mean over the first half of the
+  training split (in batches of 32) of its inputs' batch means and variances, computed here
+  from the conv outputs of train-mode forward passes of the averaged weights."""
+  soup, _ = _run(phase)
+  x = phase.dataset.train.x[:160]
+  means, variances = {}, {}
+  for start in range(0, 160, BATCH):
+    _, state = phase.model.apply({"params": soup.params, "batch_stats": soup.batch_stats},
+                                 x[start:start + BATCH], train=True, capture_intermediates=True,
+                                 mutable=["batch_stats", "intermediates"])
+    for i in range(3):
+      out = np.asarray(state["intermediates"][f"conv{i}"]["__call__"][0], np.float64)
+      means.setdefault(i, []).append(out.mean((0, 1)))
+      variances.setdefault(i, []).append(out.var((0, 1)))
+  for i in range(3):
+    stats = soup.batch_stats[f"bn{i}"]
+    np.testing.assert_allclose(stats["mean"], np.mean(means[i], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["var"], np.mean(variances[i], 0), rtol=1e-4, atol=1e-5)
+    averaged = np.mean([np.asarray(m.batch_stats[f"bn{i}"]["var"]) for m in phase.members], 0)
+    assert not np.allclose(stats["var"], averaged, rtol=1e-2)  # Not merely averaged.
+
+
+def test_ood_accuracies_are_the_soups_on_the_corrupted_test_sets(phase):
+  soup, record = _run(phase)
+  test = phase.dataset.test
+  assert list(record["ood"]) == list(corruptions.CORRUPTIONS)
+  clean = float((phase.logits(soup, test.x).argmax(-1) == test.y).mean())
+  for i, name in enumerate(corruptions.CORRUPTIONS):
+    x = np.asarray(corruptions.corrupt(jax.random.fold_in(phase.ood_key, i), test.x, name, 3))
+    assert np.abs(x - test.x).mean() > 0.05  # Really corrupted.
+    expected = float((phase.logits(soup, x).argmax(-1) == test.y).mean())
+    assert record["ood"][name] == pytest.approx(expected)
+  assert any(acc != clean for acc in record["ood"].values())
+
+
+def test_the_record_counts_the_masks(phase):
+  _, record = _run(phase)
+  assert record["sparsity"] == pytest.approx(0.5, abs=1e-3)
+  for layer in record["layers"]:
+    assert layer["nonzero"] <= layer["alive"] < layer["size"]
+  assert record["flops"]["nonzero"] < record["flops"]["dense"]
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+  """A phase runner of two candidates on the synthetic data, from a briefly trained model."""
+  config = default.get_config()
+  config.train.batch_size, config.train.epochs, config.ood.severity = BATCH, 4, 0
+  dataset = _dataset()
+  model = models.create_model("cnn1d", 10)
+  tx = optimizers.make_optimizer(config.train, lambda count: 0.05)
+  state = _train(model, state_lib.create_train_state(model, tx, jax.random.key(0), (40, 1)),
+                 tx, dataset, 2, seed=1)
+  masks = sparsity.create_masks(state.params)
+  pretrained = pretraining.Pretrained(model, state, [], 0.0, Evaluator(model, dataset, 64), masks,
+                                      masks, sparsity.FixedMasks(), {})
+  workdir = str(tmp_path_factory.mktemp("phase_runner"))
+  run = PhaseRunner(config, dataset, workdir, pretrained, m=2, scalars=report.ScalarWriter(workdir))
+  pruned = sparsity.prune(state.params, masks, 0.5)
+  start = plan_lib.Model(sparsity.apply_masks(state.params, pruned), state.batch_stats, pruned)
+  return types.SimpleNamespace(run=run, config=config, dataset=dataset, model=model, start=start)
+
+
+def _train_candidates(runner, candidates, phase=1):
+  plan = plan_lib.PhasePlan(phase=phase, target_sparsity=0.5, candidates=tuple(candidates),
+                            schedule="llr", retrain_epochs=2)
+  stacked, history, _ = runner.run.train(plan, runner.start, sparsity.FixedMasks(), 1.0)
+  return engine.unstack(stacked), history
+
+
+def test_candidates_train_with_their_own_learning_rates(runner):
+  candidates = [plan_lib.Candidate(0, 5e-4, 0.2, 2), plan_lib.Candidate(0, 5e-4, 1.0, 2)]
+  trained, history = _train_candidates(runner, candidates)
+  pretrain, steps = runner.run.pretrain, runner.dataset.steps_per_epoch(BATCH)
+  for epoch, record in enumerate(history, start=1):  # The last step's rate of each epoch.
+    assert record["learning_rate"] == pytest.approx([float(retrain.learning_rate(
+        "llr", epoch * steps - 1, 2 * steps, pretrain.max_lr * c.learning_rate, pretrain))
+                                                     for c in candidates], rel=1e-6)
+  # Each candidate equals a single run of its own optimizer and data order.
+  phase_key = jax.random.fold_in(runner.run.data_key, 1)
+  for candidate, got in zip(candidates, trained):
+    tx = sparsity.FixedMasks().wrap(retrain.retrain_optimizer(
+        runner.config.train, "llr", pretrain, total_steps=2 * steps,
+        peak_learning_rate=pretrain.max_lr * candidate.learning_rate,
+        weight_decay=candidate.weight_decay), runner.start.masks)
+    single = jax.tree.map(jnp.copy, state_lib.TrainState(  # Training donates its input.
+        jnp.zeros((), jnp.int32), runner.start.params, runner.start.batch_stats,
+        tx.init(runner.start.params)))
+    epochs = engine.EpochRunner(single, runner.dataset, model=runner.model, tx=tx,
+                                batch_size=BATCH)
+    for epoch in range(2):
+      single, _ = epochs(single, jax.random.fold_in(jax.random.fold_in(phase_key, 0), epoch))
+    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(single.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_candidates_seeds_set_their_data_order(runner):
+  differ, _ = _train_candidates(runner, [plan_lib.Candidate(s, 5e-4, 1.0, 1) for s in (0, 1)],
+                                phase=2)
+  # Another phase: each phase resumes from its own candidate checkpoints.
+  same, _ = _train_candidates(runner, [plan_lib.Candidate(3, 5e-4, 1.0, 1)] * 2, phase=3)
+  first = lambda s: np.asarray(s.params["conv0"]["kernel"])
+  assert not np.allclose(first(differ[0]), first(differ[1]), atol=1e-4)
+  np.testing.assert_array_equal(first(same[0]), first(same[1]))
