@@ -1,34 +1,24 @@
 """Shared test settings: CPU, fast compiles, small shared fixtures."""
 
-import functools
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Set in the environment so that the command-line tests' subprocesses inherit them: fast
-# unoptimised CPU compiles, and one persistent compilation cache that lets a test reuse what
-# an earlier test (or process) compiled for the same program.
+# unoptimised CPU compiles, and one persistent compilation cache (of every program, however
+# quick to compile) that lets a test reuse what an earlier test or process compiled.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "jax"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Generated datasets (MNIST-1D) are cached here, once for every test and subprocess.
+os.environ.setdefault("SMS_JAX_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "datasets"))
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from sms_jax.data import sources  # pylint: disable=g-import-not-at-top
-
-
-@pytest.fixture(scope="session", autouse=True)
-def generate_mnist1d_once():
-  """MNIST-1D is generated once for the whole session (about 3 s each time otherwise); the
-  command-line tests' subprocesses still generate their own."""
-  source = sources.DATASETS["mnist1d"]
-  sources.DATASETS["mnist1d"] = source._replace(load=functools.lru_cache(source.load))
-  yield
-  sources.DATASETS["mnist1d"] = source
 
 
 def make_tiny_config():

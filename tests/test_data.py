@@ -1,5 +1,7 @@
 """Data: validation hold-out, standardisation, on-device batching and augmentation."""
 
+import pathlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -97,3 +99,30 @@ def test_augment_none_is_identity_and_unknown_kind_is_refused():
   chex.assert_trees_all_equal(device.augment(jax.random.key(0), x, "none"), x)
   with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
     device.augment(jax.random.key(0), x, "rotate")
+
+
+def test_generated_data_is_cached_by_its_arguments_and_checked(tmp_path, monkeypatch):
+  from sms_jax.data import cache  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("SMS_JAX_CACHE_DIR", str(tmp_path))
+  calls = []
+
+  def make(seed):
+    calls.append(seed)
+    return {"x": np.random.default_rng(seed).normal(size=(5, 3)).astype(np.float32),
+            "y": np.arange(5, dtype=np.int32)}
+
+  first = cache.cached("toy", {"seed": 1}, lambda: make(1))
+  again = cache.cached("toy", {"seed": 1}, lambda: make(1))
+  other = cache.cached("toy", {"seed": 2}, lambda: make(2))
+  assert calls == [1, 2]  # The second call read the file.
+  for name in first:
+    np.testing.assert_array_equal(again[name], first[name])
+    assert again[name].dtype == first[name].dtype
+  assert not np.array_equal(other["x"], first["x"])
+  path = pathlib.Path(cache.cache_path("toy", {"seed": 1}))
+  assert path.parent == tmp_path and path.exists()
+  path.write_bytes(path.read_bytes()[:100])  # Truncated: regenerated and replaced.
+  np.testing.assert_array_equal(cache.cached("toy", {"seed": 1}, lambda: make(1))["x"],
+                                first["x"])
+  assert calls == [1, 2, 1]
+  assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npz", ".npz"]  # No temporaries.

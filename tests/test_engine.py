@@ -22,8 +22,8 @@ def _dataset(n=192, seed=0):
 
 
 HPARAMS = [dict(weight_decay=1e-3, peak=0.05, epochs=2, seed=0),
-           dict(weight_decay=1e-2, peak=0.1, epochs=3, seed=1),
-           dict(weight_decay=0.0, peak=0.02, epochs=1, seed=2)]
+           dict(weight_decay=1e-2, peak=0.1, epochs=1, seed=1),
+           dict(weight_decay=0.0, peak=0.02, epochs=2, seed=2)]
 
 
 def _setup():
@@ -59,7 +59,7 @@ def _stacked_runs(model, dataset, txs, states, keys, execution, epoch_loop="step
   chex.assert_tree_shape_prefix(stacked.params, (3,))
   run = engine.EpochRunner(stacked, dataset, model=model, tx=txs[0], batch_size=64,
                            epoch_loop=epoch_loop, execution=execution)
-  for epoch in range(3):
+  for epoch in range(2):
     active = jnp.asarray([epoch < h["epochs"] for h in HPARAMS])
     stacked, step_metrics = run(stacked, jax.vmap(jax.random.fold_in, (0, None))(keys, epoch),
                                 active)

@@ -9,13 +9,14 @@ TensorFlow is imported only when a TFDS dataset is asked for.
 """
 
 import functools
+from importlib import metadata
 from typing import Callable, NamedTuple
 
 import numpy as np
 
+from sms_jax.data import cache, tfds_source
 from sms_jax.data.arrays import Split, hold_out_validation, standardize
 from sms_jax.data.dataset import Dataset
-from sms_jax.data import tfds_source
 
 RawSplits = tuple[Split, Split, int]  # (official train, official test, num_classes)
 
@@ -34,12 +35,24 @@ class Source(NamedTuple):
 
 
 def _mnist1d(data_dir: str) -> RawSplits:
-  """MNIST-1D, generated locally: 4000 train / 1000 test signals `[40, 1]`, 10 classes."""
+  """MNIST-1D, generated locally: 4000 train / 1000 test signals `[40, 1]`, 10 classes.
+
+  Generated once per version of the `mnist1d` package and its arguments, then read from the
+  disk cache (`sms_jax.data.cache`).
+  """
   del data_dir
   from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
-  data = make_dataset(get_dataset_args())
-  as_split = lambda x, y: Split(np.asarray(x, np.float32)[..., None], np.asarray(y, np.int32))
-  return as_split(data["x"], data["y"]), as_split(data["x_test"], data["y_test"]), 10
+  args = get_dataset_args()
+
+  def make():
+    data = make_dataset(args)
+    return {"x": np.asarray(data["x"], np.float32)[..., None],
+            "y": np.asarray(data["y"], np.int32),
+            "x_test": np.asarray(data["x_test"], np.float32)[..., None],
+            "y_test": np.asarray(data["y_test"], np.int32)}
+
+  arrays = cache.cached("mnist1d", {**vars(args), "version": metadata.version("mnist1d")}, make)
+  return Split(arrays["x"], arrays["y"]), Split(arrays["x_test"], arrays["y_test"]), 10
 
 
 def _digits(data_dir: str, test_fraction: float = 0.2) -> RawSplits:
