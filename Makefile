@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
+TEST_WORKERS ?= 3  # pytest-xdist processes; 3 keeps 2 cores busy while tests wait on subprocesses.
 
 .PHONY: demo test bench clean
 
@@ -17,7 +18,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m sms_jax.main --config=configs/mnist1d.py --workdir=$(WORKDIR)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest tests -n auto --dist loadfile
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_step.py

@@ -23,8 +23,17 @@ SOUP_METHODS = ("uniform", "greedy")
 def uniform_soup(stacked: Any, indices: Sequence[int] | None = None) -> Any:
   """The mean over the candidate axis of `stacked: [m, ...]` (of `indices` only, if given)."""
   if indices is not None:
-    index = jnp.asarray(list(indices))
-    stacked = jax.tree.map(lambda x: x[index], stacked)
+    stacked = _take(stacked, jnp.asarray(list(indices)))
+  return _mean(stacked)
+
+
+@jax.jit
+def _take(stacked: Any, index: jax.Array) -> Any:
+  return jax.tree.map(lambda x: x[index], stacked)
+
+
+@jax.jit
+def _mean(stacked: Any) -> Any:
   return jax.tree.map(lambda x: jnp.mean(x, axis=0).astype(x.dtype), stacked)
 
 

@@ -12,6 +12,9 @@ from sms_jax import data, experiment, sparsity
 from sms_jax.strategies import sms_gmp
 from sms_jax.training import retrain, schedules
 
+# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("gradual")
+
 without_times = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]
 
 
@@ -107,15 +110,3 @@ def test_sms_gmp_phases_follow_the_schedule_and_continue_its_learning_rate(sms_g
         [float(lr(first_step + steps_per_epoch - 1))] * 2, rel=1e-5)
     assert phase["soup"]["ingredients"] == [0, 1]
   assert abs(results["final"]["sparsity"] - 0.9) < 1e-3
-
-
-def test_sms_gmp_interrupted_mid_phase_resumes_identically(sms_gmp_run, tmp_path,
-                                                           die_after_save):
-  die_after_save(lambda directory, step: (directory, step) == ("phase2_candidates", 1))
-  with pytest.raises(KeyboardInterrupt):
-    experiment.run(_sms_gmp_config(), str(tmp_path))
-  die_after_save.restore()
-  resumed = experiment.run(_sms_gmp_config(), str(tmp_path))
-  strip = lambda p: {k: v for k, v in p.items() if not k.endswith("time_s") and k != "history"}
-  assert [strip(p) for p in resumed["phases"]] == [strip(p) for p in sms_gmp_run["phases"]]
-  assert resumed["final"] == sms_gmp_run["final"]

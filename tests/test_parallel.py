@@ -133,10 +133,10 @@ def _assert_same_accuracies(results, baseline, tolerance=0.003):
 
 @pytest.fixture(scope="module")
 def one_device_runs(tmp_path_factory):
-  """{m: results} of the short run on this process's one device, for m = 2 and 4."""
+  """{m: results} of the short run on this process's one device, for m = 2."""
   assert len(jax.devices()) == 1
   return {m: experiment.run(_config(m), str(tmp_path_factory.mktemp(f"one_device_m{m}")))
-          for m in (2, 4)}
+          for m in (2,)}
 
 
 _SIMULATED = """
@@ -154,11 +154,11 @@ def _env(devices):
           "PYTHONPATH": ROOT}
 
 
+@pytest.mark.xdist_group("one_device_runs")  # They share the fixture's runs.
 def test_four_simulated_devices_equal_one(one_device_runs, tmp_path):
   """m = 2 on 4 devices (2 candidates x 2-way data parallel, after data-parallel
   pretraining on all 4) gives the accuracies of the 1-device run, and a streamed epoch 4-way
-  data parallel the 1-device epoch; results.json reports the mesh. (One candidate per device,
-  4x1, is the two-process test's mesh.)"""
+  data parallel the 1-device epoch; results.json reports the mesh."""
   code = _SIMULATED.format(tests=os.path.join(ROOT, "tests"), workdir=str(tmp_path))
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(4), capture_output=True,
                        text=True, timeout=600)
@@ -174,12 +174,13 @@ def test_four_simulated_devices_equal_one(one_device_runs, tmp_path):
   assert results["final"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
 
 
+@pytest.mark.xdist_group("one_device_runs")
 def test_two_processes_equal_one(one_device_runs, tmp_path):
-  """Two processes with two CPU devices each (jax.distributed over gloo) run one m = 4 run,
-  one candidate per device (a 4x1 mesh across the processes): process 0 alone prints and
-  writes results.json, equal to the 1-device run."""
+  """Two processes with two CPU devices each (jax.distributed over gloo) run one m = 2 run
+  on a 2x2 mesh across them (each process one candidate, data parallel over its devices):
+  process 0 alone prints and writes results.json, equal to the 1-device run."""
   workdir = str(tmp_path / "run")
-  flags = [f"--config.{k}={v}" for k, v in {**_RUN_OVERRIDES, "soup.m": 4}.items()]
+  flags = [f"--config.{k}={v}" for k, v in {**_RUN_OVERRIDES, "soup.m": 2}.items()]
   port = 20000 + os.getpid() % 20000
   procs = [subprocess.Popen(
       [sys.executable, "-m", "sms_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
@@ -193,8 +194,8 @@ def test_two_processes_equal_one(one_device_runs, tmp_path):
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   assert results["devices"]["processes"] == 2 and results["devices"]["count"] == 4
-  assert results["devices"]["mesh"] == {"candidates": 4, "data": 1}
-  _assert_same_accuracies(results, one_device_runs[4])
+  assert results["devices"]["mesh"] == {"candidates": 2, "data": 2}
+  _assert_same_accuracies(results, one_device_runs[2])
 
 
 class _ArrayStream(data.Stream):

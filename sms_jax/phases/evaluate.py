@@ -89,7 +89,8 @@ class PhaseEvaluator:
     test_acc = evaluation.candidate_accuracies(test_logits, test_labels)
     ingredients = self.ingredients(stacked, val_accuracies, method)
     soup = self.soup(stacked, ingredients)
-    soup_val, soup_test = self.evaluator.evaluate(soup, "val"), self.evaluator.evaluate(soup, "test")
+    soup_val = self.evaluator.evaluate(soup, "val")
+    soup_test = self.evaluator.evaluate(soup, "test")
     best = evaluation.best_candidate(val_accuracies)
     ood = {name: self.evaluator.predict(soup, split.x) for name, split in self.ood_sets.items()}
     record = {

@@ -67,11 +67,9 @@ class PhaseRunner:
                            selector=self.config.prune.selector,
                            key=jax.random.fold_in(self.prune_key, plan.phase))
     params = sparsity.apply_masks(current.params, masks)
-    prunable = [m is not None for m in jax.tree.leaves(masks, is_leaf=lambda x: x is None)]
-    norm = lambda tree: np.sqrt(sum(float(jnp.sum(jnp.square(x)))
-                                    for x, p in zip(jax.tree.leaves(tree), prunable) if p))
-    removed = jax.tree.map(jnp.subtract, current.params, params)
-    return masks, params, norm(removed) / max(norm(current.params), 1e-12)
+    removed, kept = (np.sqrt(sum(map(float, sums)))
+                     for sums in _squared_norms(current.params, params, masks))
+    return masks, params, removed / max(kept, 1e-12)
 
   def peak_scale(self, current: Model, plan: PhasePlan, norm_drop: float) -> float:
     """The factor on the candidates' peak learning rate: ALLR's for this phase, else 1."""
@@ -176,6 +174,17 @@ class PhaseRunner:
     """Validation metrics of each candidate, as lists over the candidate axis."""
     per_candidate = [self.evaluator.evaluate(s, "val") for s in engine.unstack(stacked)]
     return {k: [r[k] for r in per_candidate] for k in per_candidate[0]}
+
+
+@jax.jit
+def _squared_norms(params: Any, pruned: Any,
+                   masks: Any) -> tuple[list[jax.Array], list[jax.Array]]:
+  """Per prunable leaf: the squared L2 norm of what pruning removed, and of `params`."""
+  pairs = [(p, q) for p, q, m in zip(jax.tree.leaves(params), jax.tree.leaves(pruned),
+                                     jax.tree.leaves(masks, is_leaf=lambda x: x is None))
+           if m is not None]
+  return ([jnp.sum(jnp.square(p - q)) for p, q in pairs],
+          [jnp.sum(jnp.square(p)) for p, _ in pairs])
 
 
 def _common_masks(stacked: state_lib.TrainState, masks: Any, updater: sparsity.Updater) -> Any:

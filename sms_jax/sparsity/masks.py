@@ -50,11 +50,13 @@ def create_masks(params: Any, prunable: PrunableFn = is_kernel) -> Any:
       lambda path, p: jnp.ones(p.shape, bool) if prunable(path_name(path), p) else None, params)
 
 
+@jax.jit
 def apply_masks(params: Any, masks: Any) -> Any:
   """`params` with every pruned entry set to exactly 0 (leaves whose mask is None unchanged).
 
   Works on stacked trees too: a mask `[...]` broadcasts against params `[m, ...]` only if
-  stacked alike, so stack masks and params together.
+  stacked alike, so stack masks and params together. Jitted: one program per tree
+  structure, not one per leaf shape.
   """
   return jax.tree.map(lambda p, m: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
                       params, masks)

@@ -203,6 +203,7 @@ def choose_execution(execution: str, state: TrainState, dataset: Dataset, *,
   return choice
 
 
+@jax.jit
 def stack(trees: list[Any]) -> Any:
   """One tree with leaves `[m, ...]` from m trees of the same structure."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
@@ -210,7 +211,11 @@ def stack(trees: list[Any]) -> Any:
 
 def unstack(tree: Any) -> list[Any]:
   """The m trees of a stacked tree `[m, ...]`, on this process's device (from a mesh too)."""
-  tree = parallel.to_local(tree)
+  return _unstack(parallel.to_local(tree))
+
+
+@jax.jit
+def _unstack(tree: Any) -> list[Any]:
   return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(num_candidates(tree))]
 
 

@@ -45,7 +45,7 @@ def pretrain_schedule(train_config, steps_per_epoch: int) -> PretrainSchedule:
   fn = schedules.make_schedule(train_config, steps_per_epoch)
   steps = max(1, int(round(train_config.epochs * steps_per_epoch)))
   warmup = min(steps - 1, int(round(train_config.warmup_epochs * steps_per_epoch)))
-  values = np.asarray(jax.vmap(fn)(jnp.arange(warmup, steps)))
+  values = np.asarray(jax.jit(jax.vmap(fn))(jnp.arange(warmup, steps)))
   return PretrainSchedule(fn, steps, warmup, float(train_config.learning_rate),
                           float(values.min()))
 
