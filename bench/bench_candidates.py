@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""m stacked candidates: one train step of all m as jit(vmap), jit(lax.map) or a loop of m calls.
+"""m stacked candidates: one train step of all m in each of the library's executions.
 
 Modes, each timed as the wall time of one train step of all m candidates (batch b each):
-  vmap: jax.jit(jax.vmap(step)) on the stacked state, one call;
-  map:  jax.jit(lambda s, x, y: jax.lax.map(lambda a: step(*a), (s, x, y))) on the stacked
-        state, one call (lax.map lowers to a while loop: XLA:CPU runs backward convolutions
-        inside loop bodies through a slow generic path, jax-ml/jax#12868);
-  loop: m calls of the jitted single step, each on its own (unstacked) candidate's state,
-        dispatched back to back and blocked on once at the end.
+  vmap, map, loop: `engine.over_candidates(engine.train_step, mode)` on the stacked state,
+        jitted as the epoch runner jits it, one call: `jax.vmap`; `lax.map` (a while loop:
+        XLA:CPU runs backward convolutions inside loop bodies through a slow generic path,
+        jax-ml/jax#12868); the m single steps one after another in one program;
+  dispatch: m calls of the jitted single step, each on its own (unstacked) candidate's
+        state, dispatched back to back and blocked on once at the end (what the project ran
+        as 'loop' on CPU before the one-program loop; kept for comparison).
 t(1) is one call of the jitted single step. Printed per mode: the median time, images/s
 (m * b / t) and the candidate-axis efficiency m * t(1) / t(mode) (1.0: as fast as m single
 steps back to back; above 1 the mode wins). Every mode threads its state from call to call
@@ -21,7 +22,6 @@ untimed call. Run from the repository root:
 """
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -35,11 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from machine import cpu_model  # bench/machine.py
 from configs import default
 from sms_jax import models
-from sms_jax.training import optimizer, state as state_lib, steps
+from sms_jax.training import engine, optimizers, state as state_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SHAPES = {"cnn1d": (40, 1), "mlp": (40, 1)}
-MODES = ("vmap", "map", "loop")
+MODES = ("vmap", "map", "loop", "dispatch")
 
 
 def _copy(tree):
@@ -96,38 +96,40 @@ def main():
   donate = (0,) if args.donate else ()
 
   model = models.create_model(args.model, 10)
-  tx = optimizer.make_optimizer(default.get_config().train, 10)
+  tx = optimizers.make_optimizer(default.get_config().train, lambda count: 0.05)
   keys = jax.random.split(jax.random.key(0), m)
   stacked = jax.vmap(lambda k: state_lib.create_train_state(model, tx, k, shape))(keys)
   unstacked = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(m)]
   x = jax.random.normal(jax.random.key(1), (m, b, *shape))
   y = jax.random.randint(jax.random.key(2), (m, b), 0, 10)
   xs, ys = [x[i] for i in range(m)], [y[i] for i in range(m)]
-  step = functools.partial(steps.train_step, model=model, tx=tx)
+  step_keys = jax.random.split(jax.random.key(3), m)
+  active = jnp.ones((m,), bool)
+  step = lambda s, key, x, y: engine.train_step(s, x, y, key, model=model, tx=tx)
 
   def compile_(fn, *example):
     tic = time.perf_counter()
     compiled = jax.jit(fn, donate_argnums=donate).lower(*example).compile()
     return compiled, time.perf_counter() - tic
 
-  one, compile_s = compile_(step, unstacked[0], xs[0], ys[0])
+  one, compile_s = compile_(step, unstacked[0], step_keys[0], xs[0], ys[0])
   compile_times = {"t(1)": compile_s}
-  runners = {"t(1)": _Runner("t(1)", lambda s: one(s, xs[0], ys[0]), _copy(unstacked[0]))}
-  if "vmap" in modes:
-    vmapped, compile_times["vmap"] = compile_(jax.vmap(step), stacked, x, y)
-    runners["vmap"] = _Runner("vmap", lambda s: vmapped(s, x, y), _copy(stacked))
-  if "map" in modes:
-    mapped, compile_times["map"] = compile_(
-        lambda s, x, y: jax.lax.map(lambda a: step(*a), (s, x, y)), stacked, x, y)
-    runners["map"] = _Runner("map", lambda s: mapped(s, x, y), _copy(stacked))
-  if "loop" in modes:
+  runners = {"t(1)": _Runner("t(1)", lambda s: one(s, step_keys[0], xs[0], ys[0]),
+                             _copy(unstacked[0]))}
+  for mode in ("vmap", "map", "loop"):
+    if mode in modes:
+      fn, compile_times[mode] = compile_(engine.over_candidates(step, mode, num_shared=0),
+                                         stacked, active, step_keys, x, y)
+      runners[mode] = _Runner(mode, lambda s, fn=fn: fn(s, active, step_keys, x, y),
+                              _copy(stacked))
+  if "dispatch" in modes:
 
-    def loop(states):
-      outs = [one(s, xi, yi) for s, xi, yi in zip(states, xs, ys)]
+    def dispatch(states):
+      outs = [one(s, k, xi, yi) for s, k, xi, yi in zip(states, step_keys, xs, ys)]
       return [o[0] for o in outs], {"loss": jnp.stack([o[1]["loss"] for o in outs])}
 
-    runners["loop"] = _Runner("loop", loop, [_copy(s) for s in unstacked])
-    compile_times["loop"] = 0.0  # The single step, compiled above.
+    runners["dispatch"] = _Runner("dispatch", dispatch, [_copy(s) for s in unstacked])
+    compile_times["dispatch"] = 0.0  # The single step, compiled above.
 
   print(f"backend {jax.default_backend()}, jax {jax.__version__}, {cpu_model()}, "
         f"{os.cpu_count()} CPUs; {args.model} m={m} b={b} donate={bool(args.donate)}")

@@ -2,13 +2,15 @@
 """Scaling of the project's train step with m stacked candidates: throughput, compile, memory, MFU.
 
 For each model in `--models` and each m in `--ms`, one train step of all m candidates
-(`sms_jax.training.steps.train_step`, model and the project's optimizer bound with
+(`sms_jax.training.engine.train_step`, model and the project's optimizer bound with
 `functools.partial`, batch b per candidate, each candidate its own batch) is run as:
 
-  loop: one jitted single-candidate step called m times from Python on m separate states
-        (dispatched back to back, blocked on once at the end);
-  vmap: jax.jit(jax.vmap(step)) over the stacked state [m, ...], one call;
-  map:  jax.jit(lambda s, x, y: jax.lax.map(step, (s, x, y))) over the stacked state, one call.
+  loop:     one jitted single-candidate step called m times from Python on m separate states
+            (dispatched back to back, blocked on once at the end): the reference t(1);
+  unrolled: `engine.over_candidates(step, 'loop')` over the stacked state [m, ...], jitted,
+            one call: the m steps one after another in one program (the library's 'loop');
+  vmap:     `engine.over_candidates(step, 'vmap')`, one call (the library's 'vmap');
+  map:      `engine.over_candidates(step, 'map')`, one call (`lax.map`, the library's 'map').
 
 Every program donates its state and threads it from call to call. Reported per configuration:
   * time of one step of all m candidates (median of up to `--repeats` calls after
@@ -46,7 +48,6 @@ Nothing here is CPU-specific: the device is jax.devices()[0]. Run from the repos
 
 import argparse
 import datetime
-import functools
 import json
 import os
 import resource
@@ -67,10 +68,10 @@ import numpy as np
 
 from bench_step import CIFAR_SHAPE, INPUT_SHAPES, machine_info  # bench/bench_step.py
 from sms_jax import defaults, models
-from sms_jax.training import optimizer, state as state_lib, steps
+from sms_jax.training import engine, optimizers, schedules, state as state_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-EXECUTIONS = ("loop", "vmap", "map")
+EXECUTIONS = ("loop", "unrolled", "vmap", "map")
 DEFAULT_BATCH = {"resnet20": 128, "wrn16_8": 32}
 DEFAULT_CLASSES = {"resnet20": 10, "wrn16_8": 100}  # CIFAR-10 / CIFAR-100
 
@@ -298,8 +299,12 @@ class _Stacked:
     self.y = jax.random.randint(jax.random.key(seed + 2), (m, b), 0, num_classes)
     self.xs = [self.x[i] for i in range(m)]
     self.ys = [self.y[i] for i in range(m)]
-    self.step = functools.partial(steps.train_step, model=model, tx=tx,
-                                  label_smoothing=label_smoothing)
+    self.keys = jax.random.split(jax.random.key(seed + 3), m)
+    self.active = jnp.ones((m,), bool)
+    key = self.keys[0]  # The single step's dropout key (none of these models drops out).
+    self.keyed_step = lambda s, k, x, y: engine.train_step(
+        s, x, y, k, model=model, tx=tx, label_smoothing=label_smoothing)
+    self.step = lambda s, x, y: self.keyed_step(s, key, x, y)
     jax.block_until_ready((self.stacked, self.x, self.y))
 
   def unstacked(self):
@@ -447,7 +452,8 @@ class Bench:
     shape = INPUT_SHAPES.get(name, CIFAR_SHAPE)
     config = defaults.get_config()
     config.train.batch_size = b
-    tx = optimizer.make_optimizer(config.train, 390)  # 390: only shapes the LR schedule.
+    tx = optimizers.make_optimizer(  # 390 steps an epoch: only shapes the LR schedule.
+        config.train, schedules.make_schedule(config.train, 390))
     ls = config.train.label_smoothing
     model = models.create_model(name, num_classes)
     executions = [e for e in a.executions.split(",") if e]
@@ -550,10 +556,9 @@ class Bench:
       elif skip and not a.compile_skipped:
         compiled, info = None, {}
       else:
-        if execution == "vmap":
-          fn = jax.vmap(data.step)
-        else:
-          fn = lambda s, x, y: jax.lax.map(lambda t: data.step(*t), (s, x, y))
+        stacked = engine.over_candidates(
+            data.keyed_step, {"unrolled": "loop"}.get(execution, execution), num_shared=0)
+        fn = lambda s, x, y: stacked(s, data.active, data.keys, x, y)
         compiled, info = _compile(fn, data.stacked, data.x, data.y)
       rec.update(info)
       mem = info.get("memory", {})

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Throughput and compile time of the project's train step on the current JAX backend.
 
-Times `sms_jax.training.steps.train_step` itself (the one step every strategy uses), jitted
-the way the training loop jits it (model and optimizer bound with `functools.partial`), on
+Times `sms_jax.training.engine.train_step` itself (the one step every strategy uses), jitted
+the way the epoch runner jits it (model and optimizer bound with `functools.partial`), on
 synthetic data of the real shapes:
 
   * resnet20: CIFAR-shaped input `[b, 32, 32, 3]`, 10 classes;
@@ -10,8 +10,9 @@ synthetic data of the real shapes:
 
 Reported per run: compile time (`lower` + `compile`, seconds), images/s of the per-step call
 (median over `--repeats` timed calls after warm-up, each ended by `block_until_ready`) and,
-with `--epoch_steps N`, the same for an N-step epoch in two forms: the project's
-`steps.train_epoch` (one `lax.scan`) and the scan's body jitted and called once per batch.
+with `--epoch_steps N`, the same for an N-step epoch of the library's own
+`engine.EpochRunner` in its two forms (`train.epoch_loop`): 'scan' (one compiled `lax.scan`)
+and 'steps' (one compiled step dispatched per batch).
 `--check_steps N` also records the loss of N consecutive steps from a fixed initialisation on
 fixed data (the sweep compares these trajectories between settings).
 
@@ -65,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "its backward convolutions unoptimised: ResNet-20 takes ~30 s a step)")
   p.add_argument("--epoch_repeats", type=int, default=3, help="timed epoch calls")
   p.add_argument("--epoch_warmup", type=int, default=1, help="untimed epoch calls first")
-  p.add_argument("--epoch_form", default="both", choices=("scan", "loop", "both"),
-                 help="scan: steps.train_epoch (one lax.scan, as training/loop.py); loop: the "
+  p.add_argument("--epoch_form", default="both", choices=("scan", "steps", "both"),
+                 help="scan / steps: the engine.EpochRunner form (train.epoch_loop); the "
                       "scan's body jitted and called from Python once per batch")
   p.add_argument("--check_steps", type=int, default=0,
                  help="record the loss of this many steps from a fixed init on fixed data")
@@ -215,45 +216,6 @@ class _PatchedNN:
     return self._overrides.get(name, getattr(self._base, name))
 
 
-def _python_loop_epoch(state, key, inputs, labels, batch_size, step_kwargs, donate):
-  """`steps.train_epoch` without the `lax.scan`: its body, jitted, called once per batch.
-
-  Uses the project's `steps.epoch_plan` / `steps.train_epoch_step` (what `training/loop.py`
-  runs for `epoch_loop='steps'`) when they exist, else the same computation written out. Same
-  batches, augmentation keys and step as the scan; returns `fn(state, key, inputs, labels)` with
-  the scan form's signature and outputs. Compiled by its first call.
-  """
-  import jax
-  import jax.numpy as jnp
-  from sms_jax.data import device
-  from sms_jax.training import steps
-
-  if hasattr(steps, "train_epoch_step") and hasattr(steps, "epoch_plan"):
-    plan = steps.epoch_plan
-    body = functools.partial(steps.train_epoch_step, augment="none", **step_kwargs)
-  else:
-    def plan(key, num_examples, batch_size):
-      order_key, augment_key = jax.random.split(key)
-      return device.epoch_batches(order_key, num_examples, batch_size), augment_key
-
-    def body(state, augment_key, step_index, batches, inputs, labels):
-      idx = batches[step_index]
-      batch = device.augment(jax.random.fold_in(augment_key, step_index), inputs[idx], "none")
-      return steps.train_step(state, batch, labels[idx], **step_kwargs)
-
-  body_j = jax.jit(body, donate_argnums=donate)
-
-  def run(state, key, inputs, labels):
-    batches, augment_key = plan(key, labels.shape[0], batch_size)
-    ms = []
-    for i in range(batches.shape[0]):
-      state, m = body_j(state, augment_key, jnp.int32(i), batches, inputs, labels)
-      ms.append(m)
-    return state, jax.tree.map(lambda *v: jnp.stack(v), *ms)
-
-  return run
-
-
 def _median_time(fn, repeats):
   times = []
   for _ in range(repeats):
@@ -270,7 +232,8 @@ def main(argv=None) -> dict:
   import numpy as np
 
   from configs import default
-  from sms_jax.training import optimizer, state as state_lib, steps
+  from sms_jax.data import Dataset, Split
+  from sms_jax.training import engine, optimizers, schedules, state as state_lib
 
   if args.matmul_precision:
     jax.config.update("jax_default_matmul_precision", args.matmul_precision)
@@ -293,7 +256,8 @@ def main(argv=None) -> dict:
   config = default.get_config()
   config.train.batch_size = b
   steps_per_epoch = 390  # Only shapes the LR schedule; any value > the steps run here.
-  tx = optimizer.make_optimizer(config.train, steps_per_epoch)
+  tx = optimizers.make_optimizer(config.train,
+                                 schedules.make_schedule(config.train, steps_per_epoch))
   step_kwargs = dict(model=model, tx=tx, label_smoothing=config.train.label_smoothing)
 
   def fresh_state():
@@ -308,11 +272,12 @@ def main(argv=None) -> dict:
   batches = [(xs[i], ys[i]) for i in range(pool)]
 
   donate = (0,) if args.donate else ()
-  step_fn = jax.jit(functools.partial(steps.train_step, **step_kwargs), donate_argnums=donate)
+  step_fn = jax.jit(functools.partial(engine.train_step, **step_kwargs), donate_argnums=donate)
+  step_key = jax.random.key(2)
   state = fresh_state()
   jax.block_until_ready(state)
   t0 = time.perf_counter()
-  lowered = step_fn.lower(state, *batches[0])
+  lowered = step_fn.lower(state, *batches[0], step_key)
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -328,19 +293,19 @@ def main(argv=None) -> dict:
   if args.check_steps:
     losses = []
     for i in range(args.check_steps):
-      state, m = compiled(state, *batches[i])
+      state, m = compiled(state, *batches[i], step_key)
       losses.append(float(m["loss"]))
     result["check_losses"] = losses
     log(f"check: {args.check_steps} steps, loss {losses[0]:.6f} -> {losses[-1]:.6f}")
   for i in range(args.warmup):
-    state, m = compiled(state, *batches[i % pool])
+    state, m = compiled(state, *batches[i % pool], step_key)
     jax.block_until_ready((state, m))
 
   counter = [0]
 
   def one_step():
     nonlocal state
-    state, m = compiled(state, *batches[counter[0] % pool])
+    state, m = compiled(state, *batches[counter[0] % pool], step_key)
     counter[0] += 1
     jax.block_until_ready((state, m))
 
@@ -387,48 +352,42 @@ def main(argv=None) -> dict:
       ex = jnp.tile(ex, (reps,) + (1,) * len(input_shape))[:n]
       ey = jnp.tile(ey, reps)[:n]
     key = jax.random.key(1)
-    forms = ("scan", "loop") if args.epoch_form == "both" else (args.epoch_form,)
+    dataset = Dataset("synthetic", *[Split(np.asarray(ex), np.asarray(ey))] * 3, args.num_classes,
+                      "none")
+    forms = ("scan", "steps") if args.epoch_form == "both" else (args.epoch_form,)
     for form in forms:
       state = fresh_state()
-      t0 = time.perf_counter()
-      if form == "scan":  # The project's epoch: one jitted lax.scan (training/loop.py).
-        epoch_fn = jax.jit(functools.partial(steps.train_epoch, batch_size=b, augment="none",
-                                             **step_kwargs), donate_argnums=donate)
-        run_epoch = epoch_fn.lower(state, key, ex, ey).compile()
-      else:  # The scan's body (gather + augment + train_step) jitted, called once per batch.
-        run_epoch = _python_loop_epoch(state, key, ex, ey, b, step_kwargs, donate)
+      t0 = time.perf_counter()  # The library's epoch, compiled as training compiles it.
+      runner = engine.EpochRunner(state, dataset, batch_size=b, epoch_loop=form, **step_kwargs)
       t1 = time.perf_counter()
       losses, first_call_s = None, None
       for _ in range(args.epoch_warmup):
         t2 = time.perf_counter()
-        state, m = run_epoch(state, key, ex, ey)
+        state, m = runner(state, key)
         jax.block_until_ready((state, m))
         first_call_s = first_call_s or time.perf_counter() - t2
         losses = [float(v) for v in m["loss"]]
 
       def one_epoch():
         nonlocal state, losses
-        state, m = run_epoch(state, key, ex, ey)
+        state, m = runner(state, key)
         jax.block_until_ready((state, m))
         losses = losses or [float(v) for v in m["loss"]]
 
       med_e, times_e = _median_time(one_epoch, args.epoch_repeats)
       name = "epoch" if form == "scan" else "epoch_loop"
       result[name] = {"steps": epoch_steps, "first_call_s": first_call_s,
-                      "lower_compile_s": t1 - t0 if form == "scan" else None,
-                      "images_per_s": n / med_e, "median_s": med_e, "times_s": times_e,
-                      "first_epoch_losses": losses}
-      what = ("lax.scan" if form == "scan" else "python loop of jitted scan body")
-      compile_msg = (f"lower+compile {t1 - t0:.2f}s" if form == "scan" else
-                     "compiled by its first call")
+                      "lower_compile_s": t1 - t0, "images_per_s": n / med_e, "median_s": med_e,
+                      "times_s": times_e, "first_epoch_losses": losses}
       first_msg = "" if first_call_s is None else f", first call {first_call_s:.2f}s"
-      log(f"epoch ({what}, {epoch_steps} steps, augment=none): {compile_msg}{first_msg}, "
-          f"{n / med_e:.1f} images/s (median over {args.epoch_repeats})")
+      log(f"epoch (EpochRunner, epoch_loop={form}, {epoch_steps} steps, augment=none): "
+          f"lower+compile {t1 - t0:.2f}s{first_msg}, {n / med_e:.1f} images/s "
+          f"(median over {args.epoch_repeats})")
     if "epoch" in result and "epoch_loop" in result:
       a, c = result["epoch"]["first_epoch_losses"], result["epoch_loop"]["first_epoch_losses"]
       d = max(abs(u - v) / max(abs(v), 1e-12) for u, v in zip(a, c))
       result["epoch_scan_vs_loop_loss_max_rel_diff"] = d
-      log(f"epoch: scan vs loop losses, max rel diff {d:.1e}")
+      log(f"epoch: scan vs steps losses, max rel diff {d:.1e}")
 
   if args.json:
     with open(args.json, "w") as f:

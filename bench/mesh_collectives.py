@@ -2,18 +2,19 @@
 
 Counts the all-gather and all-reduce ops in the optimised HLO of one training step of m
 stacked candidates, sharded over the mesh's `candidates` axis, in three forms:
-  gspmd           jit(vmap(step)) with the state placed by NamedSharding (the partitioner
-                  decides);
+  gspmd           jit of the vmapped step (`engine.over_candidates(step, 'vmap')`) with the
+                  state placed by NamedSharding (the partitioner decides);
   shard_map loop  the project's form: `jax.shard_map`, manual over `candidates`, automatic
-                  over `data`, each slice running its own candidates one after another;
+                  over `data`, each slice running its own candidates one after another
+                  (`engine.over_candidates(step, 'loop')`);
   shard_map vmap  the same with vmap among a slice's candidates (two or more per slice);
-and checks that each form's new state equals the unsharded jit(vmap(step)) on one device.
+and checks that each form's new state equals the unsharded vmapped step on one device. The
+step is `engine.train_step`.
 
     python bench/mesh_collectives.py            # cnn1d and resnet20, meshes 4x1, 2x2, 1x4
 """
 
 import argparse
-import functools
 import os
 import sys
 
@@ -28,7 +29,7 @@ import optax  # pylint: disable=g-import-not-at-top
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
 from sms_jax import models, parallel  # pylint: disable=g-import-not-at-top
-from sms_jax.training import state as state_lib, steps  # pylint: disable=g-import-not-at-top
+from sms_jax.training import engine, state as state_lib  # pylint: disable=g-import-not-at-top
 
 SHAPES = {"cnn1d": (40, 1), "resnet20": (8, 8, 3)}
 
@@ -46,26 +47,24 @@ def measure(model_name: str, m: int, c: int, d: int, batch: int = 16) -> list[di
   stacked = jax.tree.map(lambda x: jnp.stack([x] * m), one)
   x = jax.random.normal(jax.random.key(1), (m, batch, *shape))
   y = jax.random.randint(jax.random.key(2), (m, batch), 0, 10)
-  step = functools.partial(steps.train_step, model=model, tx=tx)
-  reference, _ = jax.jit(jax.vmap(step))(stacked, x, y)
+  keys, active = jax.random.split(jax.random.key(3), m), jnp.ones((m,), bool)
+  step = lambda s, key, x, y: engine.train_step(s, x, y, key, model=model, tx=tx)
+  stacked_as = lambda execution: engine.over_candidates(step, execution, num_shared=0)
+  reference, _ = jax.jit(stacked_as("vmap"))(stacked, active, keys, x, y)
 
   mesh = Mesh(np.asarray(jax.devices()).reshape(c, d), (parallel.CANDIDATES, parallel.DATA),
               axis_types=(jax.sharding.AxisType.Auto,) * 2)
   per_candidate = NamedSharding(mesh, P(parallel.CANDIDATES))
   batch_sharding = NamedSharding(mesh, P(parallel.CANDIDATES, parallel.DATA))
-  args = (parallel.put(stacked, per_candidate), parallel.put(x, batch_sharding),
+  args = (parallel.put(stacked, per_candidate), parallel.put(active, per_candidate),
+          parallel.put(keys, per_candidate), parallel.put(x, batch_sharding),
           parallel.put(y, batch_sharding))
-
-  def loop_local(s, x, y):  # The slice's candidates one after another.
-    outputs = [step(*jax.tree.map(lambda t, k=k: t[k], (s, x, y))) for k in range(m // c)]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
-
   sharded = lambda local: jax.jit(jax.shard_map(
-      local, mesh=mesh, in_specs=(P(parallel.CANDIDATES),) * 3, out_specs=P(parallel.CANDIDATES),
+      local, mesh=mesh, in_specs=(P(parallel.CANDIDATES),) * 5, out_specs=P(parallel.CANDIDATES),
       axis_names={parallel.CANDIDATES}))
-  forms = {"gspmd": jax.jit(jax.vmap(step)), "shard_map loop": sharded(loop_local)}
+  forms = {"gspmd": jax.jit(stacked_as("vmap")), "shard_map loop": sharded(stacked_as("loop"))}
   if m // c > 1:
-    forms["shard_map vmap"] = sharded(jax.vmap(step))
+    forms["shard_map vmap"] = sharded(stacked_as("vmap"))
   rows = []
   for name, fn in forms.items():
     hlo = fn.lower(*args).compile().as_text()

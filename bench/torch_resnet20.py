@@ -4,7 +4,7 @@
 The same network as `sms_jax.models.create_model("resnet20", 10)`: He et al. CIFAR ResNet-20
 with option A shortcuts (stride-2 subsampling + zero-padded channels), BatchNorm (momentum 0.1
 in PyTorch's convention = 0.9 in Flax's, eps 1e-5), no conv biases, He fan_out init, and SGD
-with momentum 0.9, weight decay 5e-4 (coupled, as `sms_jax.training.optimizer`), lr 0.05,
+with momentum 0.9, weight decay 5e-4 (coupled, as `sms_jax.training.optimizers.sgd`), lr 0.05,
 cross-entropy loss. Batch 128 of CIFAR-shaped synthetic data.
 
 Images/s is measured as in bench_step.py: median over `--repeats` timed steps after warm-up;
