@@ -18,7 +18,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python -m sms_jax.main --config=configs/mnist1d.py --workdir=$(WORKDIR)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_step.py

@@ -53,3 +53,14 @@ def die_after_save(monkeypatch):
 
   install.restore = lambda: monkeypatch.setattr(checkpoints.Checkpointer, "save", real_save)
   return install
+
+
+# The slowest test files (whole runs in subprocesses) are handed out first, so that the
+# pytest-xdist workers (`make test`: --dist loadfile, a file's tests in one worker, sharing its
+# fixtures) do not end with one of them running alone.
+_SLOW_FIRST = ("test_multidevice.py", "test_end_to_end.py", "test_parallel.py", "test_notebooks.py",
+               "test_tfds.py")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.path.name not in _SLOW_FIRST)

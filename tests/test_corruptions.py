@@ -7,8 +7,6 @@ import pytest
 
 from sms_jax.data import corruptions
 
-# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("corruptions")
 
 KEY = jax.random.key(0)
 

@@ -12,8 +12,6 @@ from sms_jax import data, experiment, sparsity
 from sms_jax.strategies import sms_gmp
 from sms_jax.training import retrain, schedules
 
-# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("gradual")
 
 without_times = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]
 

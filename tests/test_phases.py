@@ -23,8 +23,6 @@ from sms_jax.phases.runner import PhaseRunner
 from sms_jax.training import engine, optimizers, retrain, state as state_lib
 from sms_jax.training.evaluator import Evaluator
 
-# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("phases")
 
 BATCH = 32
 

@@ -9,9 +9,6 @@ import pytest
 from conftest import make_tiny_config
 from sms_jax import experiment
 
-# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("sms")
-
 
 def _sms_config():
   """SMS on 512 MNIST-1D examples: 2 dense epochs, 2 phases to 90%, 2 candidates x 2 epochs

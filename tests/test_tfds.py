@@ -18,8 +18,6 @@ import sms_jax.data
 from sms_jax import experiment
 from sms_jax.data import corruptions, tfds_source
 
-# The module's tests share its fixtures: they run in one pytest-xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("tfds")
 
 N_TRAIN, N_TEST = 40, 12
 IMAGE_SIZE = 32  # stream_batches' output side in these tests
