@@ -58,6 +58,7 @@ class PhaseRunner:
         paths=models.param_paths(self.model, dataset.input_shape))
 
   def context(self, start_sparsity: float) -> PlanContext:
+    """What the strategy's plans may use, for a pretrained model of `start_sparsity`."""
     return PlanContext(self.steps_per_epoch, self.pretrain.max_lr, start_sparsity)
 
   def prune(self, current: Model, plan: PhasePlan) -> tuple[Any, Any, float]:
@@ -67,9 +68,9 @@ class PhaseRunner:
                            selector=self.config.prune.selector,
                            key=jax.random.fold_in(self.prune_key, plan.phase))
     params = sparsity.apply_masks(current.params, masks)
-    removed, kept = (np.sqrt(sum(map(float, sums)))
-                     for sums in _squared_norms(current.params, params, masks))
-    return masks, params, removed / max(kept, 1e-12)
+    removed, before = (np.sqrt(sum(map(float, sums)))
+                       for sums in _squared_norms(current.params, params, masks))
+    return masks, params, removed / max(before, 1e-12)
 
   def peak_scale(self, current: Model, plan: PhasePlan, norm_drop: float) -> float:
     """The factor on the candidates' peak learning rate: ALLR's for this phase, else 1."""

@@ -16,8 +16,8 @@ every step, whatever the inner optimizer. The masks and the step count are array
 state, so a mask change recompiles nothing, stacked candidates carry their own masks along
 the candidate axis, and checkpoints hold them with the rest of the optimizer state.
 
-Updaters say when masks change: never (`FixedMasks`: IMP retraining, sparse starts, dense
-training with all-alive masks), on a schedule (`sms_jax.sparsity.gmp`), or with regrowth
+Updaters say when masks change: never (`FixedMasks`: IMP retraining, training inside a sparse
+start), on a schedule (`sms_jax.sparsity.gmp`), or with regrowth
 (`sms_jax.sparsity.set_updater`). `sms_jax.sparsity.registry` maps names to them.
 """
 
@@ -119,7 +119,7 @@ class Updater:
 
 
 class FixedMasks(Updater):
-  """Masks that never change: IMP retraining, sparse starts, dense training (all alive)."""
+  """Masks that never change: IMP retraining, training inside a sparse start."""
 
 
 def masks_of(opt_state: Any) -> Any:
