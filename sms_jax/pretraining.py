@@ -27,8 +27,8 @@ class Pretrained(NamedTuple):
   """The trained model and what evaluating, pruning and reporting it needs.
 
   `masks`: the masks it ended with (all alive for a dense start, without a changing
-  updater); `start_masks`: those it started in; `updater`: the sparsity updater it trained
-  with; `init_mask`: the results' `{'init_mask': {...}}` entry for a sparse start, else {}.
+  updater); `updater`: the sparsity updater it trained with; `init_mask`: the results'
+  `{'init_mask': {...}}` entry for a sparse start, else {}.
   """
   model: nn.Module
   state: state_lib.TrainState
@@ -36,7 +36,6 @@ class Pretrained(NamedTuple):
   train_time_s: float
   evaluator: Evaluator
   masks: Any
-  start_masks: Any
   updater: sparsity.Updater
   init_mask: dict[str, Any]
 
@@ -149,8 +148,8 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
     checkpointer.close()
   state = parallel.to_local(state)
   return Pretrained(model, state, history, elapsed, evaluator,
-                    sparsity.masks_of(state.opt_state) if wrapped else masks, masks,
-                    sparse_updater, init_mask)
+                    sparsity.masks_of(state.opt_state) if wrapped else masks, sparse_updater,
+                    init_mask)
 
 
 def final_metrics(pretrained: Pretrained) -> dict[str, float]:
