@@ -1,11 +1,13 @@
 """One experiment from a config: validate, load data, run the strategy, write results.
 
-Nothing is written to the workdir before the config has been validated and the data loaded,
-and results.json is written last, atomically.
+Nothing is written to the workdir before the config has been validated and the data loaded;
+the run then holds the workdir (`workdir.locked`), and writes results.json last, atomically.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -14,46 +16,7 @@ import ml_collections
 
 from sms_jax import config as config_lib
 from sms_jax import data, models, parallel, report, strategies
-
-
-class WorkdirError(ValueError):
-  """The workdir cannot hold this run (not a directory, or a run of another config)."""
-
-
-def resume_key(config_dict: dict[str, Any]) -> dict[str, Any]:
-  """The parts of a config that must match to resume a run (checkpoint policy may differ)."""
-  return {k: v for k, v in config_dict.items() if k != "checkpoint"}
-
-
-def check_workdir(config_dict: dict[str, Any], workdir: str) -> None:
-  """Raises WorkdirError unless `workdir` is new or holds a run of the same experiment."""
-  if not workdir:
-    raise WorkdirError("--workdir is empty; pass a directory, e.g. --workdir=runs/x")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f"workdir {workdir} exists and is not a directory")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  try:
-    with open(path) as f:
-      previous = resume_key(json.load(f))
-  except (OSError, ValueError) as error:
-    raise WorkdirError(f"cannot read {path} ({error}); pass another --workdir") from error
-  current = resume_key(config_dict)
-  if previous != current:
-    differing = sorted(_differences(previous, current))
-    raise WorkdirError(f"workdir {workdir} holds a run with another config (differs in "
-                       f"{', '.join(differing[:5])}); pass another --workdir or remove it")
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-  out = []
-  for k in set(a) | set(b):
-    if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-      out += _differences(a[k], b[k], prefix + k + ".")
-    elif a.get(k) != b.get(k):
-      out.append(prefix + k)
-  return out
+from sms_jax import workdir as workdir_lib
 
 
 def check_model_fits_data(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
@@ -84,23 +47,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.perf_counter()
   config_lib.validate(config)
   config_dict = json.loads(config.to_json())
-  check_workdir(config_dict, workdir)
+  workdir_lib.check(config_dict, workdir)
   dataset = data.load(config.dataset)
   if config.train.batch_size > dataset.train.num_examples:
     raise config_lib.ConfigError(
         f"config key train.batch_size = {config.train.batch_size} is not allowed; allowed: at "
         f"most the {dataset.train.num_examples} training examples of {config.dataset.name}")
+  config_lib.check_against_dataset(config, dataset)
   check_model_fits_data(config, dataset)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as error:
-    raise WorkdirError(f"cannot create workdir {workdir}: {error}") from error
-  report.write_json(os.path.join(workdir, "config.json"), config_dict)
   try:  # With several processes, a mesh must use every process's devices.
     meshes = [parallel.candidate_mesh(m, config.train.batch_size)
               for m in (1, strategies.candidates_per_phase(config))]
   except ValueError as error:
     raise config_lib.ConfigError(str(error)) from error
+  fresh = not os.path.isdir(workdir) or not os.listdir(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise workdir_lib.WorkdirError(f"cannot create workdir {workdir}: {error}") from error
+  try:
+    with (workdir_lib.locked(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext()):
+      workdir_lib.check(config_dict, workdir)  # Again: another run may have ended meanwhile.
+      return _run_locked(config, dataset, workdir, meshes, start)
+  except config_lib.ConfigError:
+    trained = os.path.exists(os.path.join(workdir, "checkpoints"))
+    if fresh and not trained and jax.process_index() == 0:  # Refused: leave no trace.
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+
+
+def _run_locked(config: ml_collections.ConfigDict, dataset: data.Dataset, workdir: str,
+                meshes: list[Any], start: float) -> dict[str, Any]:
+  """`run`'s part that writes to the workdir, while holding it."""
+  config_dict = json.loads(config.to_json())
+  report.write_json(os.path.join(workdir, "config.json"), config_dict)
   devices = {**report.devices(), "mesh": parallel.describe(meshes[-1])}
   for mesh in meshes:
     if mesh is not None and mesh.size < devices["count"]:

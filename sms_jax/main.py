@@ -1,11 +1,11 @@
 """Command line: `python -m sms_jax.main --config=configs/mnist1d.py [--workdir=runs/x]`.
 
 Any config key can be overridden, e.g. `--config.train.batch_size=64`. Exit codes: 0 done,
-1 training failed (non-finite loss), 2 bad input (config, workdir, dataset), 130 interrupted.
+1 training failed (non-finite loss or weights), 2 bad input (config, workdir in use or of
+another run, unusable checkpoints, dataset), 3 no space left on the device, 130 interrupted.
 """
 
-import hashlib
-import json
+import logging as py_logging
 import os
 import sys
 
@@ -48,17 +48,35 @@ def _configs_importable(argv: list[str]) -> None:
 def _parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad flag, override or config file is one line on stderr and exit code 2."""
   _configs_importable(argv)
+  # ml_collections logs a warning for get_config() returning None: the error below says it.
+  returned_none = lambda record: "did you forget a return statement" not in record.getMessage()
+  logging.get_absl_logger().addFilter(returned_none)
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # pylint: disable=broad-except
-    overrides = [a[len("--config."):].split("=")[0] for a in argv if a.startswith("--config.")]
     from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-    unknown = config_lib.unknown_keys(overrides)
+    from sms_jax import config_files  # pylint: disable=g-import-not-at-top
+    overrides = dict(a[len("--config."):].partition("=")[::2] for a in argv
+                     if a.startswith("--config."))
+    unknown = config_lib.unknown_keys(list(overrides))
     if unknown:
       _fail(config_lib.unknown_key_message(unknown[0]))
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # A config file that fails to load gives a heading and a traceback: keep both ends.
+    message = str(error)
+    key = message[len("flag --config."):].split("=", 1)[0]
+    if message.startswith("flag --config.") and key in overrides:  # A value of the wrong type.
+      _fail(config_lib.wrong_type_message(key, overrides[key]))
+    specs = [a[len("--config="):] for a in argv if a.startswith("--config=")] + [
+        b for a, b in zip(argv, argv[1:]) if a == "--config"]
+    if specs and "--config must have a value other than None" in message:
+      error = TypeError("get_config() returned None; allowed: a ml_collections.ConfigDict")
+    # Errors of the config file's code come through as they are, or wrapped by ml_collections.
+    if specs and (not isinstance(error, flags.Error)
+                  or "Error whilst parsing config file" in message):
+      _fail(config_files.error_line(specs[-1], error))
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     _fail(" ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines) or type(error).__name__)
+  finally:
+    logging.get_absl_logger().removeFilter(returned_none)
 
 
 def default_workdir(config, config_path: str) -> str:
@@ -66,11 +84,9 @@ def default_workdir(config, config_path: str) -> str:
 
   The digest leaves out the checkpoint policy, which a resumed run may change.
   """
-  from sms_jax import experiment  # pylint: disable=g-import-not-at-top
+  from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-  key = experiment.resume_key(json.loads(config.to_json()))
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-  return os.path.join("runs", f"{stem}-{config.strategy}-{digest}")
+  return os.path.join("runs", f"{stem}-{config.strategy}-{config_lib.run_identity(config)[:8]}")
 
 
 def _enable_compilation_cache() -> None:
@@ -90,16 +106,20 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])!r}; use --config and --workdir")
+  from sms_jax import config_files  # pylint: disable=g-import-not-at-top
   try:
     config = _CONFIG.value
-    config.to_json()  # A file that failed to load raises on first access.
+    config_files.check_loaded(config)  # A file that failed to load raises on first access.
   except Exception as error:  # pylint: disable=broad-except
-    _fail(f"cannot load --config: {str(error).strip().splitlines()[-1].strip()}")
+    _fail(config_files.error_line(config_flags.get_config_filename(flags.FLAGS["config"]), error))
+  config_files.parse_tuple_overrides(config,
+                                     config_flags.get_override_values(flags.FLAGS["config"]))
 
   # Imported here so that `--help` and flag errors answer without loading JAX.
   from sms_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from sms_jax import experiment  # pylint: disable=g-import-not-at-top
+  from sms_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   from sms_jax.training import loop  # pylint: disable=g-import-not-at-top
 
@@ -121,11 +141,21 @@ def main(argv: list[str]) -> None:
     print(f"no --workdir given: using {workdir}", flush=True)
   try:
     experiment.run(config, workdir)
-  except (config_lib.ConfigError, experiment.WorkdirError, checkpoints.CheckpointError,
+  except (config_lib.ConfigError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
           tfds_source.DatasetNotPreparedError) as error:
     _fail(str(error))
-  except loop.NonFiniteLossError as error:
+  except (loop.NonFiniteLossError, checkpoints.NonFiniteStateError) as error:
     _fail(str(error), code=1)
+  except Exception as error:  # pylint: disable=broad-except
+    if not checkpoints.is_storage_full(error):
+      raise
+    # Orbax's abandoned writes may still report as the interpreter exits: nothing to add.
+    py_logging.getLogger("asyncio").disabled = True
+    logging.set_verbosity(logging.FATAL)
+    _fail(error.strerror if isinstance(error, checkpoints.StorageFullError) else
+          f"no space left on the device ({str(error).splitlines()[0][:200]}); the last "
+          f"checkpoint in {workdir} is intact: free space and run the same command again",
+          code=3)
   except KeyboardInterrupt:
     _fail(f"interrupted; run the same command again to resume from the last checkpoint in "
           f"{workdir}", code=130)

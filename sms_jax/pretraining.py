@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sms_jax import checkpoints, metrics, models, parallel, report, sparsity
+from sms_jax import config as config_lib
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks, registry
 from sms_jax.training import engine, loop, optimizers, schedules, state as state_lib
@@ -78,6 +79,15 @@ def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any
   return masks, achieved
 
 
+def check_start(config: ml_collections.ConfigDict, masks: Any) -> None:
+  """Raises ConfigError if the strategy cannot start from `masks`: its check, asked again with
+  their achieved sparsity (e.g. a Bernoulli mask already sparser than `prune.goal_sparsity`)."""
+  from sms_jax import strategies  # pylint: disable=g-import-not-at-top  (they import this)
+  error = strategies.STRATEGIES[config.strategy].check(config, sparsity.sparsity(masks))
+  if error:
+    raise config_lib.ConfigError(error)
+
+
 def describe_state(state: state_lib.TrainState, *, with_sparsity: bool) -> dict[str, Any]:
   """What an epoch's record holds of the state: the learning rate of its last step (a list
   for stacked candidates) and, if the masks change during training, their sparsity."""
@@ -107,6 +117,7 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   state = state_lib.create_train_state(model, tx, init_key, dataset.input_shape)
   masks, densities = start_masks(config, model, state.params, state.batch_stats, dataset)
+  check_start(config, masks)
   init_mask = {}
   if densities:  # Train inside the mask: masked (optionally rescaled) init.
     params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
@@ -129,7 +140,7 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
   evaluator = Evaluator(model, dataset, config.train.eval_batch_size)
   checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
-                                          config.checkpoint.keep)
+                                          config.checkpoint.keep, config_lib.run_identity(config))
   runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
                               batch_size=config.train.batch_size,
                               label_smoothing=config.train.label_smoothing,

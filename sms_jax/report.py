@@ -94,8 +94,9 @@ def epoch_line(epoch: int, epochs: int, record: dict[str, Any], images_per_s: fl
               f"val_acc {_mean(record['val_accuracy']):.3f}"]
   if "sparsity" in record:
     parts.append(f"sparsity {record['sparsity']:.4f}")
-  parts += [f"lr {_mean(record['learning_rate']):.4g}", f"{images_per_s:,.0f} img/s",
-            f"ETA {format_duration(eta_s)}"]
+  if "learning_rate" in record:
+    parts.append(f"lr {_mean(record['learning_rate']):.4g}")
+  parts += [f"{images_per_s:,.0f} img/s", f"ETA {format_duration(eta_s)}"]
   return "  ".join(parts)
 
 

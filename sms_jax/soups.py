@@ -9,22 +9,76 @@ statistics are recomputed by train-mode forward passes (`recalibrate_batch_stats
 """
 
 import functools
+import math
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sms_jax.data import Dataset, first_batches
+from sms_jax.sparsity import masks as masks_lib
 
 SOUP_METHODS = ("uniform", "greedy")
 
 
-def uniform_soup(stacked: Any, indices: Sequence[int] | None = None) -> Any:
-  """The mean over the candidate axis of `stacked: [m, ...]` (of `indices` only, if given)."""
-  if indices is not None:
-    stacked = _take(stacked, jnp.asarray(list(indices)))
-  return _mean(stacked)
+def uniform_soup(stacked: Any, indices: Sequence[int] | None = None, *,
+                 masks: Any = None) -> Any:
+  """The mean over the candidate axis of `stacked: [m, ...]` (of `indices` only, if given).
+
+  Args:
+    stacked: the candidates' trees, each leaf `[m, ...]`.
+    indices: the candidates averaged (default: all): distinct, in 0..m-1, at least one.
+    masks: the candidates' stacked masks `[m, ...]` (e.g. `sparsity.masks_of(opt_state)`),
+      if given checked to be one mask (a soup of different masks is denser than each).
+  Raises:
+    ValueError: bad `indices`, or the averaged candidates' masks differ.
+  """
+  leaves = jax.tree.leaves(stacked)
+  if not leaves:
+    return stacked
+  m = leaves[0].shape[0]
+  traced = isinstance(indices, jax.core.Tracer)  # Values unknown: take them as they are.
+  chosen = indices if traced else _ingredients(range(m) if indices is None else indices, m)
+  if masks is not None:
+    check_shared_mask(masks, chosen)
+  return _mean(stacked if indices is None else _take(stacked, jnp.asarray(chosen)))
+
+
+def _ingredients(indices: Iterable[int], m: int) -> list[int]:
+  """`indices` as ints, checked to be distinct candidates of `m`, at least one."""
+  chosen = [int(k) for k in indices]
+  if not chosen:
+    raise ValueError("a soup needs at least one candidate; got no indices")
+  for k in chosen:
+    if not 0 <= k < m or chosen.count(k) > 1:
+      raise ValueError(f"soup index {k} is {'repeated' if 0 <= k < m else 'out of range'} in "
+                       f"{chosen}; allowed: distinct indices in 0..{m - 1} of the {m} stacked "
+                       "candidates")
+  return chosen
+
+
+def check_shared_mask(masks: Any, indices: Sequence[int]) -> None:
+  """Raises ValueError unless candidates `indices` of the stacked `masks: [m, ...]` hold one
+  mask (skipped for traced masks: it needs their values)."""
+  named = jax.tree_util.tree_leaves_with_path(masks)
+  leaves = [m for _, m in named]
+  if not leaves or any(isinstance(x, jax.core.Tracer) for x in (indices, *leaves)):
+    return
+  differs = np.asarray(_differs(leaves, jnp.asarray(indices)))
+  if differs.any():
+    k, leaf = np.argwhere(differs)[0]
+    raise ValueError(f"the candidates' masks differ: candidate {indices[k]} has another mask "
+                     f"than candidate {indices[0]} at {masks_lib.path_name(named[leaf][0])!r}; a "
+                     "uniform or greedy soup needs one shared mask")
+
+
+@jax.jit
+def _differs(masks: list[jax.Array], index: jax.Array) -> jax.Array:
+  """`[len(index), leaves]` bool: where candidate `index[k]`'s mask leaf is not `index[0]`'s."""
+  return jnp.stack([jnp.any((m[index] != m[index[0]]).reshape(index.shape[0], -1), axis=1)
+                    for m in masks], axis=1)
 
 
 @jax.jit
@@ -42,14 +96,22 @@ def greedy_soup(val_accuracies: Sequence[float],
   """The candidates that a greedy soup accepts, best first.
 
   Args:
-    val_accuracies: each candidate's own validation accuracy.
+    val_accuracies: each candidate's own validation accuracy (finite, at least one).
     soup_val_accuracy: validation accuracy of the uniform soup of some candidates (after
       BatchNorm recalibration).
   Returns:
     The accepted candidate indices: the best candidate, then each next one (in order of
     decreasing validation accuracy, ties by index) whose addition keeps the soup's validation
     accuracy at least as high as the best so far.
+  Raises:
+    ValueError: no candidates, or a non-finite validation accuracy (it cannot be ranked).
   """
+  if not len(val_accuracies):  # pylint: disable=g-explicit-length-test  (arrays too)
+    raise ValueError("a greedy soup needs at least one candidate; got no validation accuracies")
+  for k, accuracy in enumerate(val_accuracies):
+    if not math.isfinite(accuracy):
+      raise ValueError(f"candidate {k} has validation accuracy {accuracy}; a greedy soup ranks "
+                       "candidates by it; allowed: finite accuracies")
   order = sorted(range(len(val_accuracies)), key=lambda k: (-val_accuracies[k], k))
   accepted, best = [order[0]], val_accuracies[order[0]]
   for k in order[1:]:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from sms_jax import experiment
+from sms_jax import workdir as workdir_lib
 from sms_jax import config as config_lib
 from sms_jax.training import loop
 
@@ -59,7 +60,7 @@ def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, die
 
 def test_non_finite_loss_stops_without_results(tiny_config, tmp_path):
   tiny_config.train.learning_rate = 1e12
-  with pytest.raises(loop.NonFiniteLossError, match="training loss became nan in epoch 1"):
+  with pytest.raises(loop.NonFiniteLossError, match="training loss became NaN in epoch 1"):
     experiment.run(tiny_config, str(tmp_path))
   assert not os.path.exists(tmp_path / "results.json")
 
@@ -74,7 +75,7 @@ def test_model_that_cannot_take_the_data_is_refused_before_writing(tiny_config, 
 def test_other_config_in_workdir_is_refused(tiny_config, tmp_path):
   experiment.run(tiny_config, str(tmp_path))
   tiny_config.train.learning_rate = 0.01
-  with pytest.raises(experiment.WorkdirError, match="differs in train.learning_rate"):
+  with pytest.raises(workdir_lib.WorkdirError, match="differs in train.learning_rate"):
     experiment.run(tiny_config, str(tmp_path))
 
 

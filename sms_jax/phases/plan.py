@@ -104,3 +104,16 @@ def candidates(config, m: int, epochs_per_phase: int, max_lr: float) -> tuple[Ca
       columns[name] = defaults[name]
   return tuple(Candidate(**{name: columns[name][k] for name in VARIABLE_HPARAMS})
                for k in range(m))
+
+
+def candidate_names(candidates: tuple[Candidate, ...]) -> list[str]:
+  """'candidate k (learning_rate=1.5x, seed=2)' per candidate, with the hyperparameters that
+  differ between them (the learning rate relative to the schedule's peak)."""
+  varied = [name for name in VARIABLE_HPARAMS
+            if len({getattr(c, name) for c in candidates}) > 1]
+
+  def value(candidate: Candidate, name: str) -> str:
+    return f"{getattr(candidate, name):g}{'x' if name == 'learning_rate' else ''}"
+
+  return [f"candidate {k}" + (f" ({', '.join(f'{n}={value(c, n)}' for n in varied)})"
+                              if varied else "") for k, c in enumerate(candidates)]

@@ -19,9 +19,10 @@ import ml_collections
 import numpy as np
 
 from sms_jax import checkpoints, models, parallel, plots, pretraining, report, sparsity
+from sms_jax import config as config_lib
 from sms_jax.data import Dataset, corruptions
 from sms_jax.phases.evaluate import PhaseEvaluator
-from sms_jax.phases.plan import Candidate, Model, PhasePlan
+from sms_jax.phases.plan import Candidate, Model, PhasePlan, candidate_names
 from sms_jax.sparsity import registry
 from sms_jax.training import engine, loop, retrain, state as state_lib
 
@@ -132,7 +133,8 @@ class PhaseRunner:
       return state, {**step_metrics, "active": active}
 
     checkpointer = checkpoints.Checkpointer(self.candidate_dir(plan.phase),
-                                            config.checkpoint.keep)
+                                            config.checkpoint.keep,
+                                            config_lib.run_identity(config))
     try:
       stacked, history, elapsed = loop.fit(
           stacked, run_epoch, epochs=plan.epochs, evaluate=self.evaluate_candidates,
@@ -141,7 +143,8 @@ class PhaseRunner:
           images_per_epoch=self.m * self.steps_per_epoch * config.train.batch_size,
           scalars=self.scalars, scalar_prefix=f"phase{plan.phase}/",
           scalar_offset=plan.first_epoch,
-          describe_state=lambda s: pretraining.describe_state(s, with_sparsity=False))
+          describe_state=lambda s: pretraining.describe_state(s, with_sparsity=False),
+          candidate_names=candidate_names(plan.candidates))
     finally:
       checkpointer.close()
     return parallel.to_local(stacked), history, elapsed
@@ -241,7 +244,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     state = pretrained.state
     current = Model(state.params, state.batch_stats, pretrained.masks)
     records, elapsed = [], pretrained.train_time_s
-    phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), 1)
+    phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), 1,
+                                          config_lib.run_identity(config))
     try:
       restored = phase_ckpt.restore_latest(current)
       done = 0

@@ -25,13 +25,46 @@ from sms_jax.sparsity.updater import Updater
 SELECTORS = ("global", "uniform")
 
 
-class CubicSchedule(NamedTuple):
-  """The cubic sparsity schedule over training steps `[start_step, end_step]`."""
+class _CubicFields(NamedTuple):
   start_step: int
   end_step: int
   update_every: int
   initial_sparsity: float
   final_sparsity: float
+
+
+class CubicSchedule(_CubicFields):
+  """The cubic sparsity schedule over training steps `[start_step, end_step]`.
+
+  Raises ValueError when made (also by `_replace`) unless 0 <= start_step <= end_step,
+  update_every >= 1 and both sparsities are in [0, 1).
+  """
+  __slots__ = ()
+
+  def __new__(cls, *args, **kwargs):
+    schedule = super().__new__(cls, *args, **kwargs)
+    error = schedule._error()
+    if error:
+      raise ValueError(f"cubic schedule {error}")
+    return schedule
+
+  @classmethod
+  def _make(cls, iterable):  # `_replace` makes its copy here: check it too.
+    return cls(*iterable)
+
+  def _error(self) -> str | None:
+    if self.start_step < 0:
+      return f"start_step = {self.start_step} is not allowed; allowed: an integer >= 0"
+    if self.end_step < self.start_step:
+      return (f"end_step = {self.end_step} is before its start_step = {self.start_step}; "
+              "allowed: end_step >= start_step")
+    if self.update_every < 1:
+      return (f"update_every = {self.update_every} is not allowed; allowed: an integer >= 1 "
+              "(steps between mask updates)")
+    for name in ("initial_sparsity", "final_sparsity"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        return f"{name} = {getattr(self, name)} is not allowed; allowed: a number in [0, 1)"
+    return None
 
   def sparsity(self, step: Any) -> Any:
     """s(step): `initial_sparsity` before `start_step`, `final_sparsity` after `end_step`."""
@@ -98,6 +131,7 @@ class GradualMagnitude(Updater):
     return jnp.any(self._hits(steps))
 
   def new_masks(self, masks: Any, params: Any, grads: Any, steps: jax.Array) -> Any:
+    """The best-scored alive weights; only removes, also past a count above the alive ones."""
     del grads
     counts = jnp.asarray(self.keep_table, jnp.int32)[jnp.argmax(self._hits(steps))]
     return pruning.prune_to_counts(params, masks, counts, jax.random.key(0),
@@ -118,9 +152,9 @@ class GradualMagnitude(Updater):
                         for t in schedule.update_steps()]}
 
 
-def check_config(config) -> str | None:
+def check_config(config, start_sparsity: float | None = None) -> str | None:
   """Why `config` cannot run GMP (the schedule must fit the training run and the goal be
-  above the start's sparsity), or None."""
+  above the start's sparsity: `start_sparsity` once the start mask is made), or None."""
   gradual, epochs = config.gradual, config.train.epochs
   if not gradual.start_epoch < gradual.end_epoch <= epochs:
     return (f"config keys gradual.start_epoch = {gradual.start_epoch}, gradual.end_epoch = "
@@ -129,4 +163,4 @@ def check_config(config) -> str | None:
   if config.prune.selector not in SELECTORS:
     return (f"config key prune.selector = {config.prune.selector!r} is not allowed with "
             f"strategy {config.strategy!r}; allowed: {', '.join(SELECTORS)}")
-  return pruning.check_goal_sparsity(config)
+  return pruning.check_goal_sparsity(config, start_sparsity)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 PrunableFn = Callable[[str, Any], bool]
+_is_none = lambda x: x is None
 
 
 def path_name(path) -> str:
@@ -50,16 +51,56 @@ def create_masks(params: Any, prunable: PrunableFn = is_kernel) -> Any:
       lambda path, p: jnp.ones(p.shape, bool) if prunable(path_name(path), p) else None, params)
 
 
+def leaf_pairs(params: Any, masks: Any, *,
+               one_mask_for_all: bool = False) -> list[tuple[str, Any, Any]]:
+  """`(name, param, mask)` for every leaf of `params` in `jax.tree.leaves` order (mask None
+  where the leaf is not pruned), after checking that `masks` is a mask tree of `params`.
+
+  Needs only the trees' structure and shapes, so it also checks traced arrays (at trace time).
+
+  Args:
+    params: the parameters (stacked `[m, ...]` or not).
+    masks: their masks: the same leaves, each None or of its parameter's shape.
+    one_mask_for_all: also allow a mask `[1, ...]` against stacked params `[m, ...]`.
+  Raises:
+    ValueError: `masks` lacks a leaf of `params` or has one that `params` lacks (the first is
+      named), or a mask's shape is not its parameter's.
+  """
+  named = [(path_name(path), p) for path, p in jax.tree_util.tree_leaves_with_path(params)]
+  mask_leaves = jax.tree_util.tree_leaves_with_path(masks, is_leaf=_is_none)
+  names, mask_names = [n for n, _ in named], [path_name(path) for path, _ in mask_leaves]
+  if names != mask_names:
+    raise ValueError(f"masks do not match params: {_first_difference(names, mask_names)}; pass "
+                     "masks from create_masks(params)")
+  for (name, p), (_, m) in zip(named, mask_leaves):
+    shape, allowed = np.shape(m), np.shape(p)
+    one_for_all = one_mask_for_all and allowed and shape == (1, *allowed[1:])
+    if m is not None and shape != allowed and not one_for_all:
+      raise ValueError(f"masks do not match params: mask {name!r} has shape {shape}; allowed: the "
+                       f"shape of its parameter, {allowed}")
+  return [(name, p, m) for (name, p), (_, m) in zip(named, mask_leaves)]
+
+
+def _first_difference(names: list[str], mask_names: list[str]) -> str:
+  """What differs first between the leaf names of params and of masks."""
+  missing, extra = set(names) - set(mask_names), set(mask_names) - set(names)
+  if missing:
+    return f"params has leaf {next(n for n in names if n in missing)!r} that masks lacks"
+  if extra:
+    return f"masks has leaf {next(n for n in mask_names if n in extra)!r} that params lacks"
+  return "they hold the same leaves in another order"
+
+
 @jax.jit
 def apply_masks(params: Any, masks: Any) -> Any:
   """`params` with every pruned entry set to exactly 0 (leaves whose mask is None unchanged).
 
-  Works on stacked trees too: a mask `[...]` broadcasts against params `[m, ...]` only if
-  stacked alike, so stack masks and params together. Jitted: one program per tree
-  structure, not one per leaf shape.
+  Each mask has its parameter's shape (`leaf_pairs`): for stacked trees `[m, ...]`, stack
+  masks and params together. Jitted: one program per tree structure, not one per leaf shape.
   """
-  return jax.tree.map(lambda p, m: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
-                      params, masks)
+  leaves = [p if m is None else jnp.where(m, p, jnp.zeros_like(p))
+            for _, p, m in leaf_pairs(params, masks)]
+  return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
 
 def layer_alive(masks: Any) -> tuple[list[int], list[int]]:
@@ -81,9 +122,10 @@ def sparsity(masks: Any) -> float:
 
 
 def zero_outside(params: Any, masks: Any) -> bool:
-  """True if every entry of `params` outside `masks` is exactly 0 (masks may broadcast)."""
-  return all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(apply_masks(params, masks)), jax.tree.leaves(params)))
+  """True if every entry of `params` outside `masks` is exactly 0; against stacked params
+  `[m, ...]`, a mask `[1, ...]` stands for every candidate's (`leaf_pairs`)."""
+  return not any(bool(jnp.any(jnp.where(m, 0, p) != 0))
+                 for _, p, m in leaf_pairs(params, masks, one_mask_for_all=True) if m is not None)
 
 
 def masks_equal(a: Any, b: Any) -> bool:
@@ -100,9 +142,7 @@ def layer_stats(params: Any, masks: Any, ordered_paths: Sequence[str]) -> list[d
   `nonzero` counts the parameter values that are not exactly 0, so it checks the mask
   invariant rather than trusting the mask.
   """
-  flat = {path_name(path): (p, m) for (path, p), m in zip(
-      jax.tree_util.tree_leaves_with_path(params),
-      jax.tree.leaves(masks, is_leaf=lambda x: x is None))}
+  flat = {name: (p, m) for name, p, m in leaf_pairs(params, masks)}
   return [{"name": name, "shape": list(flat[name][0].shape), "size": int(flat[name][0].size),
            "nonzero": int(np.count_nonzero(np.asarray(flat[name][0])))}
           for name in ordered_paths if name in flat and flat[name][1] is not None]

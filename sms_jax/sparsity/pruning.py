@@ -35,16 +35,20 @@ def keep_top_k(scores: jax.Array, k: jax.Array) -> jax.Array:
   return jnp.zeros(scores.shape, bool).at[order].set(jnp.arange(scores.size) < k)
 
 
+def alive_scores(raw: jax.Array, mask: jax.Array) -> jax.Array:
+  """`raw` scores where `mask` is alive (NaN as 0, so dropped first), -1 where it is pruned:
+  pruned entries rank below every alive one (scores are >= 0), whatever the values."""
+  return jnp.where(mask, jnp.nan_to_num(raw, nan=0.0), -1.0)
+
+
 def _scores(params: Any, masks: Any, selector: str, key: jax.Array) -> list[jax.Array]:
-  """Flat scores per prunable leaf; pruned entries get -1 (below every alive score)."""
-  leaves = [(p, m) for p, m in zip(jax.tree.leaves(params),
-                                   jax.tree.leaves(masks, is_leaf=lambda x: x is None))
-            if m is not None]
+  """Flat scores per prunable leaf (`alive_scores` of |param| or, 'random', uniform noise)."""
+  leaves = [(p, m) for _, p, m in masks_lib.leaf_pairs(params, masks) if m is not None]
   keys = jax.random.split(key, max(1, len(leaves)))
   out = []
   for (p, m), k in zip(leaves, keys):
     raw = jax.random.uniform(k, p.shape) if selector == "random" else jnp.abs(p)
-    out.append(jnp.where(m, raw, -1.0).ravel())
+    out.append(alive_scores(raw, m).ravel())
   return out
 
 
@@ -54,7 +58,8 @@ def prune_to_counts(params: Any, masks: Any, counts: jax.Array, key: jax.Array, 
   """Masks keeping the `counts` best-scored alive weights; traceable (counts may be traced).
 
   `counts`: int32 `[1]` (global: over all prunable leaves) or `[layers]` (per prunable leaf,
-  in `jax.tree.leaves` order); see `keep_counts`.
+  in `jax.tree.leaves` order); see `keep_counts`. A count above the alive weights keeps them
+  all: a pruned weight never comes back.
   """
   scores = _scores(params, masks, selector, key)
   if selector == "global":
@@ -63,8 +68,28 @@ def prune_to_counts(params: Any, masks: Any, counts: jax.Array, key: jax.Array, 
   else:
     kept = [keep_top_k(s, c) for s, c in zip(scores, counts)]
   kept = iter(kept)
-  return jax.tree.map(lambda m: None if m is None else next(kept).reshape(m.shape), masks,
+  return jax.tree.map(lambda m: None if m is None else next(kept).reshape(m.shape) & m, masks,
                       is_leaf=lambda x: x is None)
+
+
+@jax.jit
+def _all_finite(values: list[jax.Array], masks: list[jax.Array]) -> jax.Array:
+  """`[leaves]` bool: whether each of `values` is finite wherever its mask is alive."""
+  return jnp.stack([jnp.all(jnp.isfinite(jnp.where(m, v, 0))) for v, m in zip(values, masks)])
+
+
+def _check_prunable(params: Any, masks: Any) -> None:
+  """Raises ValueError unless `masks`, a mask tree of `params`, has prunable weights and
+  `params` is finite where they are alive (a NaN has no rank: it would keep pruned weights)."""
+  pruned = [(name, p, m) for name, p, m in masks_lib.leaf_pairs(params, masks) if m is not None]
+  if not sum(int(np.size(m)) for _, _, m in pruned):
+    raise ValueError("cannot prune: masks have no prunable weights (every mask leaf is None or "
+                     "empty); pass masks from create_masks(params) of a model with kernels")
+  finite = np.asarray(_all_finite([p for _, p, _ in pruned], [m for _, _, m in pruned]))
+  if not finite.all():
+    raise ValueError(f"cannot prune: parameter {pruned[int(np.argmin(finite))][0]!r} has "
+                     "non-finite values (NaN or inf) where its mask is alive; allowed: finite "
+                     "parameters")
 
 
 def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "global",
@@ -72,8 +97,10 @@ def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "g
   """New masks with sparsity `target_sparsity` over the prunable leaves of `masks`.
 
   Args:
-    params: the parameters whose magnitudes are scored (pruned entries are ignored).
-    masks: current masks (`create_masks` for a dense model); only alive entries are kept.
+    params: the parameters whose magnitudes are scored (pruned entries are ignored); finite
+      where alive.
+    masks: current masks (`create_masks` for a dense model), each of its parameter's shape;
+      only alive entries are kept.
     target_sparsity: fraction of prunable weights pruned afterwards; at least the current one.
     selector: one of SELECTORS.
     key: PRNG key, needed for the 'random' selector.
@@ -81,11 +108,15 @@ def prune(params: Any, masks: Any, target_sparsity: float, *, selector: str = "g
     Masks of the same structure; for 'global' exactly `round((1 - target) * total)` alive
     entries, for 'uniform'/'random' each layer keeps `round(alive_l * (1 - target) / (1 -
     current))` of its `alive_l` weights.
+  Raises:
+    ValueError: a bad selector or target, masks that do not match `params` or have no
+      prunable weights, or non-finite alive parameters (naming the first such leaf).
   """
   if selector not in SELECTORS:
     raise ValueError(f"unknown pruning selector {selector!r}; allowed: {', '.join(SELECTORS)}")
   if selector == "random" and key is None:
     raise ValueError("the 'random' pruning selector needs a PRNG key")
+  _check_prunable(params, masks)
   alive, sizes = masks_lib.layer_alive(masks)
   current = 1.0 - sum(alive) / sum(sizes)
   if not current - 1e-9 <= target_sparsity <= 1.0:
@@ -110,12 +141,16 @@ def keep_counts(alive: list[int], sizes: list[int], target_sparsity: float,
   return [round(a * ratio) for a in alive]
 
 
-def check_goal_sparsity(config) -> str | None:
-  """Why `prune.goal_sparsity` cannot be reached by pruning from the config's start mask
-  (it must exceed the start's sparsity `1 - init_mask.density`), or None."""
-  start = 1.0 - config.init_mask.density
-  if config.init_mask.distribution != "none" and config.prune.goal_sparsity <= start:
-    return (f"config key prune.goal_sparsity = {config.prune.goal_sparsity} is not allowed with "
-            f"init_mask.density = {config.init_mask.density}; allowed: more than the initial "
-            f"sparsity {start:g}")
-  return None
+def check_goal_sparsity(config, start_sparsity: float | None = None) -> str | None:
+  """Why `prune.goal_sparsity` cannot be reached by pruning from the config's start mask, or
+  None: it must exceed the start's sparsity, `1 - init_mask.density` before the mask is made
+  and `start_sparsity`, the one it achieved (e.g. a Bernoulli mask's), after."""
+  if config.init_mask.distribution == "none":
+    return None
+  goal, density = config.prune.goal_sparsity, config.init_mask.density
+  start = 1.0 - density if start_sparsity is None else start_sparsity
+  if goal > start:
+    return None
+  what = "the initial sparsity" if start_sparsity is None else "the start mask's achieved sparsity"
+  return (f"config key prune.goal_sparsity = {goal} is not allowed with init_mask.density = "
+          f"{density}; allowed: more than {what} {start:.6g}")

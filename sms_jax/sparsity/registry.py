@@ -2,8 +2,9 @@
 
 Each entry builds its updater from the config, the steps per epoch and the start masks. A
 `standalone` updater is also a strategy (`--config.strategy=<name>`): one model trained with
-it from the start mask (`sms_jax.strategies.sparse_training`). `check(config)` says why a
-config cannot run it (one line), or returns None.
+it from the start mask (`sms_jax.strategies.sparse_training`). `check(config,
+start_sparsity=None)` says why a config cannot run it (one line), or returns None; it is asked
+again with the sparsity a sparse start achieved once the mask is made.
 """
 
 from typing import Any, Callable, NamedTuple
@@ -15,7 +16,7 @@ from sms_jax.sparsity.updater import FixedMasks, Updater
 class Registration(NamedTuple):
   build: Callable[[Any, int, Any], Updater]  # (config, steps_per_epoch, masks) -> updater
   standalone: bool = False
-  check: Callable[[Any], str | None] = lambda config: None
+  check: Callable[..., str | None] = lambda config, start_sparsity=None: None
   help: str = ""
 
 

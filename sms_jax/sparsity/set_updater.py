@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from sms_jax.sparsity.pruning import keep_top_k
+from sms_jax.sparsity import masks as masks_lib
+from sms_jax.sparsity.pruning import alive_scores, keep_top_k
 from sms_jax.sparsity.updater import Updater
 
 DECAYS = ("constant", "cosine")
@@ -31,6 +32,16 @@ class SET(Updater):
   drop_fraction: float
   decay: str = "constant"
   seed: int = 0
+
+  def __post_init__(self):
+    if self.update_every < 1:
+      raise ValueError(f"SET update_every = {self.update_every} is not allowed; allowed: an "
+                       "integer >= 1 (steps between mask updates)")
+    if not 0.0 <= self.drop_fraction <= 1.0:
+      raise ValueError(f"SET drop_fraction = {self.drop_fraction} is not allowed; allowed: a "
+                       "number in [0, 1]")
+    if self.decay not in DECAYS:
+      raise ValueError(f"SET decay = {self.decay!r} is not allowed; allowed: {', '.join(DECAYS)}")
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int, masks: Any) -> "SET":
@@ -54,28 +65,28 @@ class SET(Updater):
   def new_masks(self, masks: Any, params: Any, grads: Any, steps: jax.Array) -> Any:
     del grads
     key = jax.random.fold_in(jax.random.key(self.seed), steps)
-    leaves, treedef = jax.tree.flatten(masks, is_leaf=lambda x: x is None)
     new = []
-    for i, (mask, param) in enumerate(zip(leaves, treedef.flatten_up_to(params))):
+    for i, (_, param, mask) in enumerate(masks_lib.leaf_pairs(params, masks)):
       if mask is None:
         new.append(None)
         continue
       alive = jnp.sum(mask)
       drop = jnp.minimum(jnp.round(self.fraction(steps) * alive).astype(jnp.int32),
                          mask.size - alive)  # Never more than can be regrown.
-      kept = keep_top_k(jnp.where(mask, jnp.abs(param), -1.0).ravel(), alive - drop)
+      kept = keep_top_k(alive_scores(jnp.abs(param), mask).ravel(), alive - drop)
       grow_scores = jax.random.uniform(jax.random.fold_in(key, i), (mask.size,))
       grown = keep_top_k(jnp.where(mask.ravel(), -1.0, grow_scores), drop)
       new.append((kept | grown).reshape(mask.shape))
-    return jax.tree.unflatten(treedef, new)
+    return jax.tree.unflatten(jax.tree.structure(masks, is_leaf=lambda x: x is None), new)
 
   def describe(self) -> dict[str, Any]:
     return {"name": self.name, "update_every": self.update_every, "end_step": self.end_step,
             "drop_fraction": self.drop_fraction, "decay": self.decay}
 
 
-def check_config(config) -> str | None:
-  """Why `config` cannot run SET (it needs a sparse start to keep), or None."""
+def check_config(config, start_sparsity: float | None = None) -> str | None:
+  """Why `config` cannot run SET (it needs a sparse start to keep, of any sparsity), or None."""
+  del start_sparsity
   if config.init_mask.distribution == "none":
     return (f"config key init_mask.distribution = 'none' is not allowed with strategy "
             f"{config.strategy!r}; allowed: a sparse start whose density it keeps (e.g. "

@@ -39,7 +39,12 @@ def _register(name: str, m, length_factor, help_: str) -> None:
     return runner.run(config, dataset, workdir, m=m(config), plans=functools.partial(
         plans, m=m(config), length_factor=length_factor(config)))
 
-  register(Strategy(name, run, candidates=m, check=pruning.check_goal_sparsity, help=help_))
+  def phase_epochs(config):
+    return max(c.retrain_epochs for c in plan_lib.candidates(
+        config, m(config), config.retrain.epochs_per_phase * length_factor(config), 1.0))
+
+  register(Strategy(name, run, candidates=m, check=pruning.check_goal_sparsity,
+                    phase_epochs=phase_epochs, help=help_))
 
 
 _register("imp", lambda config: 1, lambda config: 1,

@@ -23,13 +23,18 @@ class Strategy:
     name: its `strategy` config value.
     run: `(config, dataset, workdir) -> results` (the strategy's part of results.json).
     candidates: `config -> m`, the candidates it trains together per phase (1: none).
-    check: `config -> message or None`: why the config cannot run it (one line).
+    check: `(config, start_sparsity=None) -> message or None`: why the config cannot run it
+      (one line); asked again with the sparsity a sparse start achieved once its mask is made
+      (`pretraining.check_start`).
+    phase_epochs: `config -> epochs`, the longest retraining phase after pretraining, whose
+      steps count from 0 (0: none), for the step-count bound (`config.check_against_dataset`).
     help: one line for the README and errors.
   """
   name: str
   run: RunFn
   candidates: Callable[[ml_collections.ConfigDict], int] = lambda config: 1
-  check: Callable[[ml_collections.ConfigDict], str | None] = lambda config: None
+  check: Callable[..., str | None] = lambda config, start_sparsity=None: None
+  phase_epochs: Callable[[ml_collections.ConfigDict], int] = lambda config: 0
   help: str = ""
 
 

@@ -42,10 +42,10 @@ def plans(config: ml_collections.ConfigDict,
   return out
 
 
-def check(config: ml_collections.ConfigDict) -> str | None:
+def check(config: ml_collections.ConfigDict, start_sparsity: float | None = None) -> str | None:
   """GMP's checks, and one mask update per phase at distinct epochs before the end."""
   gradual, epochs = config.gradual, config.train.epochs
-  error = gmp.check_config(config)
+  error = gmp.check_config(config, start_sparsity)
   if error:
     return error
   if gradual.end_epoch >= epochs:

@@ -8,6 +8,8 @@ what to record of the state besides the step metrics (learning rate, sparsity, .
 import time
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sms_jax import checkpoints, report
@@ -18,7 +20,16 @@ EpochFn = Callable[[TrainState, int], tuple[TrainState, dict[str, Any]]]
 
 
 class NonFiniteLossError(RuntimeError):
-  """The training loss became NaN or infinite; the last good checkpoint is kept."""
+  """The training loss or the weights became NaN or infinite; the last good checkpoint is
+  kept."""
+
+
+def _non_finite_error(what: str, checkpointer: checkpoints.Checkpointer,
+                      saved_epoch: int | None) -> NonFiniteLossError:
+  kept = (f"the last good checkpoint (epoch {saved_epoch}) stays in {checkpointer.directory}"
+          if saved_epoch else "no checkpoint was written")
+  return NonFiniteLossError(f"{what}; {kept}; try a lower train.learning_rate in a new "
+                            "--workdir")
 
 
 def summarise(values: Any) -> float | list[float | None]:
@@ -45,11 +56,29 @@ def epoch_record(epoch: int, step_metrics: dict[str, Any]) -> dict[str, Any]:
   return record
 
 
-def _finite_loss(step_metrics: dict[str, Any]) -> bool:
-  """True if the mean training loss of every (active) candidate is finite."""
+def _number(value: float) -> str:
+  return "NaN" if np.isnan(value) else f"{value:g}"
+
+
+def _non_finite_losses(step_metrics: dict[str, Any], names: list[str] | None) -> str | None:
+  """What was non-finite of the (active) mean training losses, e.g. 'NaN for candidate 2
+  (learning_rate=4)'; None if all are finite."""
   losses = np.asarray(step_metrics["loss"], np.float64).mean(0)
-  active = step_metrics.get("active")
-  return bool(np.isfinite(losses if active is None else losses[np.asarray(active)]).all())
+  if losses.ndim == 0:
+    return None if np.isfinite(losses) else _number(losses)
+  active = np.asarray(step_metrics.get("active", np.ones(losses.shape, bool)))
+  bad = [i for i, loss in enumerate(losses) if active[i] and not np.isfinite(loss)]
+  names = names or [f"candidate {i}" for i in range(len(losses))]
+  return ", ".join(f"{_number(losses[i])} for {names[i]}" for i in bad) or None
+
+
+def _non_finite_candidates(state: Any, names: list[str]) -> list[str]:
+  """The names of the stacked candidates (leading axis of every leaf) with non-finite values."""
+  bad = np.zeros(len(names), bool)
+  for leaf in jax.tree.leaves(state):
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+      bad |= ~np.isfinite(np.asarray(leaf).reshape(len(names), -1)).all(1)
+  return [name for name, b in zip(names, bad) if b]
 
 
 def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
@@ -58,6 +87,7 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
         images_per_epoch: int, scalars: report.ScalarWriter | None = None,
         scalar_prefix: str = "", scalar_offset: int = 0,
         describe_state: Callable[[TrainState], dict[str, Any]] = lambda state: {},
+        candidate_names: list[str] | None = None,
         log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
   """Trains `state` for `epochs` epochs of `run_epoch`, resuming from `checkpointer` if it can.
 
@@ -68,13 +98,15 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
   entries to every record (e.g. the learning rate). A checkpoint is written every
   `every_epochs` epochs and after the last; its metadata holds the history and the elapsed
   training time. TensorBoard scalars go to `scalar_prefix + name` at step
-  `scalar_offset + epoch`.
+  `scalar_offset + epoch`. A stacked state's `candidate_names` (e.g. 'candidate 2
+  (learning_rate=4)') name the candidates in errors.
 
   Returns:
     (state, history, elapsed_s): the final state, one record per epoch, and the wall time
     spent in this function summed over all (resumed) invocations.
   Raises:
-    NonFiniteLossError: the training loss of an epoch was NaN or infinite.
+    NonFiniteLossError: the training loss of an epoch, or the state to be checkpointed, was
+      NaN or infinite (the checkpoints written before are kept).
   """
   history, elapsed_before, start_epoch = [], 0.0, 0
   restored = checkpointer.restore_latest(state)
@@ -85,18 +117,16 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
   if start_epoch >= epochs:
     return state, history, elapsed_before
 
-  begin, epoch_times = time.perf_counter(), []
+  begin, epoch_times, saved_epoch = time.perf_counter(), [], start_epoch or None
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
     state, step_metrics = run_epoch(state, epoch)
     record = {**epoch_record(epoch + 1, step_metrics), **describe_state(state)}
     epoch_times.append(time.perf_counter() - tic)
-    if not _finite_loss(step_metrics):
-      kept = (f"the last good checkpoint (epoch {history[-1]['epoch']}) stays in "
-              f"{checkpointer.directory}" if history else "no checkpoint was written")
-      raise NonFiniteLossError(
-          f"training loss became {record['train_loss']} in epoch {epoch + 1}; {kept}; try a "
-          "lower train.learning_rate in a new --workdir")
+    bad_loss = _non_finite_losses(step_metrics, candidate_names)
+    if bad_loss:
+      raise _non_finite_error(f"training loss became {bad_loss} in epoch {epoch + 1}",
+                              checkpointer, saved_epoch)
     if (epoch + 1) % eval_every_epochs == 0 or epoch + 1 == epochs:
       record.update({f"val_{k}": v for k, v in evaluate(state).items()})
     record["time_s"] = time.perf_counter() - tic
@@ -108,5 +138,12 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
                     {scalar_prefix + k: v for k, v in record.items() if k != "epoch"})
     if (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
       elapsed = elapsed_before + time.perf_counter() - begin
-      checkpointer.save(epoch + 1, state, {"history": history, "elapsed_s": elapsed})
+      try:
+        checkpointer.save(epoch + 1, state, {"history": history, "elapsed_s": elapsed})
+      except checkpoints.NonFiniteStateError as error:
+        where = (f" of {', '.join(_non_finite_candidates(state, candidate_names))}"
+                 if candidate_names else "")
+        raise _non_finite_error(f"the state{where} became non-finite in epoch {epoch + 1} "
+                                f"({error})", checkpointer, saved_epoch) from error
+      saved_epoch = epoch + 1
   return state, history, elapsed_before + time.perf_counter() - begin
