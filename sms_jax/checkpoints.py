@@ -5,13 +5,13 @@ Checkpoints are written synchronously: orbax writes into a temporary folder and 
 when complete, so a killed run never leaves a half-written step (leftover temporary folders
 are removed when the next run opens the directory). Beside the state and the metadata each
 checkpoint holds its integrity record: the identity of the run that wrote it (a digest of its
-config), the state's layout (leaf paths, shapes, dtypes) and a digest of its values.
+config), the state's layout (leaf paths, shapes, dtypes) and a checksum of each leaf's values.
 
 Restoring takes the newest usable checkpoint:
 - one of another run, of another layout, or written before integrity records existed is
   refused with a CheckpointError and left in place;
 - one that is provably damaged (its layout is the expected one but its files cannot be read,
-  or its values do not match their digest) or that holds non-finite values is moved aside to
+  or its values do not match their checksums) or that holds non-finite values is moved aside to
   `<directory>.corrupt/<step>` with a warning, and the previous one is tried.
 Saving refuses a state with NaN or infinite values (NonFiniteStateError), and a full disk
 raises StorageFullError with the earlier checkpoints intact.
@@ -20,7 +20,6 @@ raises StorageFullError with the earlier checkpoints intact.
 import contextlib
 import errno
 import gc
-import hashlib
 import os
 import shutil
 import sys
@@ -29,6 +28,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 import warnings
+import zlib
 
 import jax
 from jax.experimental import multihost_utils
@@ -87,13 +87,11 @@ def non_finite_paths(leaves: list[tuple[str, np.ndarray]]) -> list[str]:
           if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all()]
 
 
-def _digest(leaves: list[tuple[str, np.ndarray]]) -> str:
-  """A digest of the leaves' paths, dtypes, shapes and bytes."""
-  digest = hashlib.blake2b(digest_size=16)
-  for name, value in leaves:
-    digest.update(f"{name}:{value.dtype}:{value.shape};".encode())
-    digest.update(np.ascontiguousarray(value).tobytes())
-  return digest.hexdigest()
+def _checksums(leaves: list[tuple[str, np.ndarray]]) -> dict[str, int]:
+  """{leaf path: CRC-32 of its bytes} (it detects every burst of up to 32 flipped bits, and
+  other damage but for a chance of 2**-32, at about 3 GB/s)."""
+  return {name: zlib.crc32(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+          for name, value in leaves}
 
 
 def _layout(tree: Any) -> dict[str, list[Any]]:
@@ -186,7 +184,7 @@ class Checkpointer:
     if bad:
       raise NonFiniteStateError(bad)
     integrity = {"format": _INTEGRITY_FORMAT, "run": self.identity, "layout": _layout(state),
-                 "digest": _digest(leaves)}
+                 "crc32": _checksums(leaves)}
     threads_before = set(threading.enumerate())
     try:
       with _stderr_held_back(drop_if=is_storage_full):
@@ -241,8 +239,10 @@ class Checkpointer:
                               f"{str(error).splitlines()[0][:200]})")
         continue
       leaves = _host_leaves(restored.state)
-      if _digest(leaves) != integrity["digest"]:
-        self._set_aside(step, "damaged (its values do not match their digest)")
+      damaged = [name for name, crc in _checksums(leaves).items()
+                 if crc != integrity["crc32"][name]]
+      if damaged:
+        self._set_aside(step, f"damaged (the values of {damaged[0]} do not match their checksum)")
         continue
       bad = non_finite_paths(leaves)
       if bad:
