@@ -20,6 +20,7 @@ raises StorageFullError with the earlier checkpoints intact.
 import contextlib
 import errno
 import gc
+import json
 import os
 import shutil
 import sys
@@ -92,6 +93,11 @@ def _checksums(leaves: list[tuple[str, np.ndarray]]) -> dict[str, int]:
   other damage but for a chance of 2**-32, at about 3 GB/s)."""
   return {name: zlib.crc32(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
           for name, value in leaves}
+
+
+def _meta_checksum(meta: dict[str, Any]) -> int:
+  """CRC-32 of `meta` as canonical JSON."""
+  return zlib.crc32(json.dumps(meta, sort_keys=True).encode())
 
 
 def _layout(tree: Any) -> dict[str, list[Any]]:
@@ -184,7 +190,7 @@ class Checkpointer:
     if bad:
       raise NonFiniteStateError(bad)
     integrity = {"format": _INTEGRITY_FORMAT, "run": self.identity, "layout": _layout(state),
-                 "crc32": _checksums(leaves)}
+                 "crc32": _checksums(leaves), "meta_crc32": _meta_checksum(meta)}
     threads_before = set(threading.enumerate())
     try:
       with _stderr_held_back(drop_if=is_storage_full):
@@ -234,6 +240,9 @@ class Checkpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      except PermissionError as error:  # Not damage: the files are not ours to read.
+        raise CheckpointError(f"cannot read checkpoint {step} in {self.directory} ({error}); "
+                              "check its permissions") from error
       except Exception as error:  # pylint: disable=broad-except
         self._set_aside(step, f"unreadable ({type(error).__name__}: "
                               f"{str(error).splitlines()[0][:200]})")
@@ -241,6 +250,8 @@ class Checkpointer:
       leaves = _host_leaves(restored.state)
       damaged = [name for name, crc in _checksums(leaves).items()
                  if crc != integrity["crc32"][name]]
+      if _meta_checksum(restored.meta) != integrity["meta_crc32"]:
+        damaged.append("its metadata")
       if damaged:
         self._set_aside(step, f"damaged (the values of {damaged[0]} do not match their checksum)")
         continue
@@ -262,15 +273,29 @@ class Checkpointer:
           "sms_jax, or not by sms_jax); resume it with the version that wrote it, or pass "
           "another --workdir")
     try:
-      integrity = self._manager.restore(step, args=ocp.args.Composite(
-          integrity=ocp.args.JsonRestore())).integrity
-      if integrity.get("format") != _INTEGRITY_FORMAT:
-        raise ValueError(f"unknown format {integrity.get('format')!r}")
-      return integrity
+      integrity = dict(self._manager.restore(step, args=ocp.args.Composite(
+          integrity=ocp.args.JsonRestore())).integrity)
+    except PermissionError as error:
+      raise CheckpointError(f"cannot read checkpoint {step} in {self.directory} ({error}); "
+                            "check its permissions") from error
     except Exception as error:  # pylint: disable=broad-except
       self._set_aside(step, f"damaged (its integrity record is unreadable: "
                             f"{type(error).__name__}: {str(error).splitlines()[0][:200]})")
       return None
+    if integrity.get("format") != _INTEGRITY_FORMAT:
+      raise CheckpointError(
+          f"checkpoint {step} in {self.directory} has integrity format "
+          f"{integrity.get('format')!r}, this sms_jax reads {_INTEGRITY_FORMAT}; resume it with "
+          "the version that wrote it, or pass another --workdir")
+    well_formed = (isinstance(integrity.get("run"), str)
+                   and isinstance(integrity.get("layout"), dict)
+                   and isinstance(integrity.get("crc32"), dict)
+                   and set(integrity["layout"]) == set(integrity["crc32"])
+                   and isinstance(integrity.get("meta_crc32"), int))
+    if not well_formed:
+      self._set_aside(step, "damaged (its integrity record is incomplete)")
+      return None
+    return integrity
 
   def _check_belongs(self, step: int, integrity: dict[str, Any], abstract: Any) -> None:
     """Raises CheckpointError if `step` belongs to another run or holds another layout."""

@@ -1,6 +1,8 @@
 """Shared test settings: CPU, fast compiles, small shared fixtures."""
 
 import os
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +21,15 @@ import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
+
+
+def start_cli(*args: str, **popen_kwargs) -> subprocess.Popen:
+  """`python -m sms_jax.main *args` started from the repository root on the CPU, its output
+  piped as text."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  return subprocess.Popen([sys.executable, "-m", "sms_jax.main", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **popen_kwargs)
 
 
 def make_tiny_config():

@@ -2,18 +2,16 @@
 allowed: absurd lengths, splits too small to train or validate on, bools in integer tuples,
 non-finite floats, tuple overrides (echoed as parsed), and config files that do not load."""
 
-import os
 import subprocess
-import sys
 import types
 
 import ml_collections
 import pytest
 
 from configs import default, mnist1d
+from conftest import start_cli
 from sms_jax import config as config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIG = 10**9
 
 # (overrides of the `mnist1d:quick` config (sms, m = 2), a fragment of the message).
@@ -162,10 +160,10 @@ def test_run_refuses_int32_step_overflow_before_writing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def _cli(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "sms_jax.main", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120, check=False)
+def _cli(*args) -> subprocess.CompletedProcess:
+  proc = start_cli(*args)
+  out, err = proc.communicate(timeout=120)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _one_error_line(proc) -> str:

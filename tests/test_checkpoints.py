@@ -3,6 +3,7 @@ bit flips, non-finite values), while those of another run or layout are refused 
 in a process that did not write them; non-finite states are never saved; a full disk."""
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -201,6 +202,41 @@ def test_bit_flips_are_caught_wherever_they_land(tmp_path):
       shutil.rmtree(str(directory) + ".corrupt", ignore_errors=True)
       shutil.copytree(kept, saved)
   assert outcomes["set aside"] >= 12, outcomes
+
+
+def _edit_json(path, edit):
+  with open(path) as f:
+    content = json.load(f)
+  edit(content)
+  with open(path, "w") as f:
+    json.dump(content, f)
+
+
+def test_edited_metadata_is_detected_and_the_previous_checkpoint_used(tmp_path):
+  directory = tmp_path / "ck"
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3, identity="run")
+  for step in (1, 2):
+    ckpt.save(step, _state(step), {"history": [step], "elapsed_s": 0.5})
+  ckpt.close()
+  _edit_json(directory / "2" / "meta" / "metadata", lambda meta: meta.update(elapsed_s=0.25))
+  with pytest.warns(UserWarning, match="checkpoint 2 .*its metadata do not match"):
+    step, _, meta = checkpoints.Checkpointer(str(directory), 3, "run").restore_latest(_state(0))
+  assert (step, meta) == (1, {"history": [1], "elapsed_s": 0.5})
+
+
+def test_an_incomplete_integrity_record_is_damage_and_another_format_is_refused(tmp_path):
+  directory = tmp_path / "ck"
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3, identity="run")
+  for step in (1, 2, 3):
+    ckpt.save(step, _state(step), {"history": [step], "elapsed_s": 0.0})
+  ckpt.close()
+  _edit_json(directory / "3" / "integrity" / "metadata", lambda record: record.pop("crc32"))
+  _edit_json(directory / "2" / "integrity" / "metadata", lambda record: record.update(format=2))
+  ckpt = checkpoints.Checkpointer(str(directory), keep=3, identity="run")
+  with pytest.warns(UserWarning, match="checkpoint 3 .* integrity record is incomplete"), \
+      pytest.raises(checkpoints.CheckpointError, match="checkpoint 2 .* integrity format 2"):
+    ckpt.restore_latest(_state(0))
+  assert sorted(os.listdir(directory)) == ["1", "2"]  # Format 2 is kept for its version.
 
 
 def test_non_finite_states_are_never_saved(tmp_path):

@@ -3,17 +3,15 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
+from conftest import start_cli
 from sms_jax import experiment
 from sms_jax import workdir as workdir_lib
 from sms_jax import config as config_lib
 from sms_jax.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--config.dataset.num_train=256", "--config.train.epochs=3",
               "--config.train.batch_size=64", "--config.train.eval_batch_size=256",
               "--config.prune.n_phases=2", "--config.retrain.epochs_per_phase=3",
@@ -79,12 +77,6 @@ def test_other_config_in_workdir_is_refused(tiny_config, tmp_path):
     experiment.run(tiny_config, str(tmp_path))
 
 
-def _cli(*args, **kwargs):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  return subprocess.Popen([sys.executable, "-m", "sms_jax.main", *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
 @pytest.mark.parametrize("override, expected", [
     ("--config.train.learning_rate=-0.1", "train.learning_rate = -0.1 is not allowed"),
     ("--config.train.lr=0.1", "lr"),
@@ -94,7 +86,7 @@ def _cli(*args, **kwargs):
 ])
 def test_cli_refuses_bad_config_in_one_line(tmp_path, override, expected):
   workdir = tmp_path / "run"
-  proc = _cli("--config=configs/mnist1d.py", f"--workdir={workdir}", override)  # Last wins.
+  proc = start_cli("--config=configs/mnist1d.py", f"--workdir={workdir}", override)  # Last wins.
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 2, err
   assert len(err.strip().splitlines()) == 1, err
@@ -106,7 +98,7 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   """kill -9 in the middle of an SMS phase, start the same command again: the results of an
   uninterrupted run (made in this process from the same config)."""
   args = ["--config=configs/mnist1d.py", f"--workdir={tmp_path / 'run'}", *TINY_FLAGS]
-  proc = _cli(*args)
+  proc = start_cli(*args)
   in_phase_2 = False
   for line in proc.stdout:
     in_phase_2 = in_phase_2 or line.startswith("phase 2/2")
@@ -117,7 +109,7 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   assert proc.returncode == -signal.SIGKILL
   assert not (tmp_path / "run" / "results.json").exists()
 
-  proc = _cli(*args)
+  proc = start_cli(*args)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   assert "resumed after phase 1" in out and "resumed from checkpoint at epoch" in out

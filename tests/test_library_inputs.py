@@ -8,6 +8,7 @@ them: pruning and gradual magnitude pruning never re-enable a pruned weight, and
 every layer's alive count, whatever the (finite or not) inputs.
 """
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,7 +201,7 @@ def test_greedy_soup_refuses_no_candidates():
     (lambda: sparsity.CubicSchedule(0, 5, 1, 0.0, 1.0), "final_sparsity = 1.0"),
     (lambda: sparsity.CubicSchedule(0, 5, 1, 0.0, -0.1), "final_sparsity = -0.1"),
     (lambda: sparsity.CubicSchedule(0, 5, 0, 0.0, 0.9), "update_every = 0"),
-    (lambda: sparsity.CubicSchedule(0, 5, 1, 0.0, 0.9)._replace(update_every=0),
+    (lambda: dataclasses.replace(sparsity.CubicSchedule(0, 5, 1, 0.0, 0.9), update_every=0),
      "update_every = 0"),
     (lambda: sparsity.cubic_schedule(start_epoch=3, end_epoch=2, steps_per_epoch=4,
                                      update_every=1, initial_sparsity=0.0, final_sparsity=0.9),

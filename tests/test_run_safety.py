@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import ROOT, start_cli
 from sms_jax import checkpoints, experiment
 from sms_jax import workdir as workdir_lib
 from sms_jax.phases import plan
 from sms_jax.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
 
 
@@ -86,11 +86,6 @@ def test_a_diverging_candidate_of_a_real_run_is_named(tiny_config, tmp_path):
   assert not os.path.exists(tmp_path / "results.json")
 
 
-def _cli(*args):
-  return subprocess.Popen([sys.executable, "-m", "sms_jax.main", *args], cwd=ROOT, env=_ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_a_second_run_on_a_held_workdir_is_refused(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
@@ -99,7 +94,7 @@ def test_a_second_run_on_a_held_workdir_is_refused(tmp_path):
                                                        f"{os.getpid()} on "):
       with workdir_lib.locked(str(workdir)):
         pass
-    proc = _cli("--config=configs/mnist1d.py:quick", f"--workdir={workdir}")
+    proc = start_cli("--config=configs/mnist1d.py:quick", f"--workdir={workdir}")
     out, err = proc.communicate(timeout=120)
   assert proc.returncode == 2, err
   assert err.strip() == (f"error: workdir {workdir} is in use by another run (process "
@@ -185,7 +180,7 @@ def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path):
   assert "Traceback" not in proc.stderr
   assert os.listdir(workdir / "checkpoints" / "pretrain") == ["1"]
   assert not os.path.exists(workdir / "results.json")
-  proc = _cli(*flags)
+  proc = start_cli(*flags)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   assert "resumed from checkpoint at epoch 1" in out

@@ -7,6 +7,7 @@ at every step, a mask change compiles nothing new, and the wrapped optimizer giv
 results under vmap over stacked candidates and inside lax.scan as in a Python loop.
 """
 
+import dataclasses
 import functools
 
 import chex
@@ -227,12 +228,14 @@ def test_cubic_schedule_values():
               50: 0.8, 70: 0.8}
   for step, value in expected.items():
     assert schedule.sparsity(step) == pytest.approx(value, abs=1e-12)
-  from_sparse = schedule._replace(initial_sparsity=0.5)
+  from_sparse = dataclasses.replace(schedule, initial_sparsity=0.5)
   assert from_sparse.sparsity(10) == pytest.approx(0.5)
   assert from_sparse.sparsity(30) == pytest.approx(0.8 - 0.3 * 0.5 ** 3)
   # The end is always an update, also off the grid or beyond one interval.
-  np.testing.assert_array_equal(schedule._replace(end_step=45).update_steps(), [20, 30, 40, 45])
-  np.testing.assert_array_equal(schedule._replace(update_every=100).update_steps(), [50])
+  np.testing.assert_array_equal(dataclasses.replace(schedule, end_step=45).update_steps(),
+                                [20, 30, 40, 45])
+  np.testing.assert_array_equal(dataclasses.replace(schedule, update_every=100).update_steps(),
+                                [50])
   in_epochs = sparsity.cubic_schedule(start_epoch=2, end_epoch=5, steps_per_epoch=7,
                                       update_every=3, initial_sparsity=0.1, final_sparsity=0.9)
   assert (in_epochs.start_step, in_epochs.end_step) == (14, 35)

@@ -13,7 +13,7 @@ constant table, so nothing recompiles and a pruned weight never comes back.
 """
 
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -25,32 +25,23 @@ from sms_jax.sparsity.updater import Updater
 SELECTORS = ("global", "uniform")
 
 
-class _CubicFields(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class CubicSchedule:
+  """The cubic sparsity schedule over training steps `[start_step, end_step]`.
+
+  Raises ValueError when made (also by `dataclasses.replace`) unless
+  0 <= start_step <= end_step, update_every >= 1 and both sparsities are in [0, 1).
+  """
   start_step: int
   end_step: int
   update_every: int
   initial_sparsity: float
   final_sparsity: float
 
-
-class CubicSchedule(_CubicFields):
-  """The cubic sparsity schedule over training steps `[start_step, end_step]`.
-
-  Raises ValueError when made (also by `_replace`) unless 0 <= start_step <= end_step,
-  update_every >= 1 and both sparsities are in [0, 1).
-  """
-  __slots__ = ()
-
-  def __new__(cls, *args, **kwargs):
-    schedule = super().__new__(cls, *args, **kwargs)
-    error = schedule._error()
+  def __post_init__(self):
+    error = self._error()
     if error:
       raise ValueError(f"cubic schedule {error}")
-    return schedule
-
-  @classmethod
-  def _make(cls, iterable):  # `_replace` makes its copy here: check it too.
-    return cls(*iterable)
 
   def _error(self) -> str | None:
     if self.start_step < 0:
