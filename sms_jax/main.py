@@ -8,6 +8,7 @@ another run, unusable checkpoints, dataset), 3 no space left on the device, 130 
 import logging as py_logging
 import os
 import sys
+import warnings
 
 from absl import app
 from absl import flags
@@ -152,6 +153,7 @@ def main(argv: list[str]) -> None:
     # Orbax's abandoned writes may still report as the interpreter exits: nothing to add.
     py_logging.getLogger("asyncio").disabled = True
     logging.set_verbosity(logging.FATAL)
+    warnings.simplefilter("ignore")  # E.g. "coroutine ... was never awaited".
     _fail(error.strerror if isinstance(error, checkpoints.StorageFullError) else
           f"no space left on the device ({str(error).splitlines()[0][:200]}); the last "
           f"checkpoint in {workdir} is intact: free space and run the same command again",
