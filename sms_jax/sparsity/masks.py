@@ -124,8 +124,15 @@ def sparsity(masks: Any) -> float:
 def zero_outside(params: Any, masks: Any) -> bool:
   """True if every entry of `params` outside `masks` is exactly 0; against stacked params
   `[m, ...]`, a mask `[1, ...]` stands for every candidate's (`leaf_pairs`)."""
-  return not any(bool(jnp.any(jnp.where(m, 0, p) != 0))
-                 for _, p, m in leaf_pairs(params, masks, one_mask_for_all=True) if m is not None)
+  pairs = [(p, m) for _, p, m in leaf_pairs(params, masks, one_mask_for_all=True)
+           if m is not None]
+  return not pairs or not bool(_nonzero_outside(*zip(*pairs)))
+
+
+@jax.jit
+def _nonzero_outside(params: tuple[jax.Array, ...], masks: tuple[jax.Array, ...]) -> jax.Array:
+  """Whether any of `params` is nonzero outside its mask: one program for the whole tree."""
+  return jnp.any(jnp.stack([jnp.any(jnp.where(m, 0, p) != 0) for p, m in zip(params, masks)]))
 
 
 def masks_equal(a: Any, b: Any) -> bool:
