@@ -65,16 +65,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     os.makedirs(workdir, exist_ok=True)
   except OSError as error:
     raise workdir_lib.WorkdirError(f"cannot create workdir {workdir}: {error}") from error
-  try:
-    with (workdir_lib.locked(workdir) if jax.process_index() == 0
-          else contextlib.nullcontext()):
+  with workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    try:
       workdir_lib.check(config_dict, workdir)  # Again: another run may have ended meanwhile.
       return _run_locked(config, dataset, workdir, meshes, start)
-  except config_lib.ConfigError:
-    trained = os.path.exists(os.path.join(workdir, "checkpoints"))
-    if fresh and not trained and jax.process_index() == 0:  # Refused: leave no trace.
-      shutil.rmtree(workdir, ignore_errors=True)
-    raise
+    except config_lib.ConfigError:
+      trained = os.path.exists(os.path.join(workdir, "checkpoints"))
+      if fresh and not trained and jax.process_index() == 0:  # Refused: leave no trace.
+        shutil.rmtree(workdir, ignore_errors=True)  # (Still locked: nobody else writes.)
+      raise
 
 
 def _run_locked(config: ml_collections.ConfigDict, dataset: data.Dataset, workdir: str,

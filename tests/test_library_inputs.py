@@ -9,6 +9,7 @@ every layer's alive count, whatever the (finite or not) inputs.
 """
 
 import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
