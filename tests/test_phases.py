@@ -106,6 +106,21 @@ def test_best_candidate_is_chosen_by_validation(phase):
   assert record["best_candidate"]["test_accuracy"] == record["candidates"][2]["test_accuracy"]
 
 
+def test_without_validation_nothing_is_ranked(phase):
+  """No validation split: no best candidate (not candidate 0 at accuracy 0.0), no candidate
+  validation accuracies, a uniform soup of all, and a greedy soup refused."""
+  _, record = phase.evaluate(phase.stacked, phase.masks, val_accuracies=None,
+                             hparams=[{"seed": k} for k in range(3)], method="uniform")
+  _, with_val = _run(phase)
+  assert "best_candidate" not in record
+  assert [c["val_accuracy"] for c in record["candidates"]] == [None] * 3
+  assert record["soup"]["ingredients"] == [0, 1, 2]
+  assert record["soup"]["test_accuracy"] == with_val["soup"]["test_accuracy"]
+  with pytest.raises(ValueError, match="no validation split"):
+    phase.evaluate(phase.stacked, phase.masks, val_accuracies=None,
+                   hparams=[{"seed": k} for k in range(3)], method="greedy")
+
+
 def test_greedy_soup_leaves_out_the_untrained_candidate(phase):
   soup, record = _run(phase, method="greedy")
   order = sorted(range(2), key=lambda k: -phase.val[k])

@@ -9,6 +9,7 @@ import time
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,17 +56,21 @@ class PhaseEvaluator:
               self.dataset, self.bn_recalibration_frac, self.batch_size))
     return evaluation_state(params, batch_stats)
 
-  def ingredients(self, stacked: TrainState, val_accuracies: Sequence[float],
+  def ingredients(self, stacked: TrainState, val_accuracies: Sequence[float] | None,
                   method: str) -> list[int]:
-    """The candidates the soup averages: all ('uniform'), or those a greedy soup accepts."""
+    """The candidates the soup averages: all ('uniform'), or those a greedy soup accepts
+    (it needs their validation accuracies)."""
     if method == "uniform":
-      return list(range(len(val_accuracies)))
+      return list(range(jax.tree.leaves(stacked.params)[0].shape[0]))
+    if method == "greedy" and val_accuracies is None:
+      raise ValueError("a greedy soup ranks candidates by validation accuracy; there is no "
+                       "validation split (dataset.val_fraction = 0)")
     if method == "greedy":
       return soups.greedy_soup(val_accuracies, lambda idx: self.evaluator.evaluate(
           self.soup(stacked, idx), "val")["accuracy"])
     raise ValueError(f"unknown soup method {method!r}; allowed: {', '.join(soups.SOUP_METHODS)}")
 
-  def __call__(self, stacked: TrainState, masks: Any, *, val_accuracies: Sequence[float],
+  def __call__(self, stacked: TrainState, masks: Any, *, val_accuracies: Sequence[float] | None,
                hparams: Sequence[dict[str, Any]],
                method: str) -> tuple[TrainState, dict[str, Any]]:
     """Soups `stacked: [m, ...]` and evaluates everything.
@@ -74,7 +79,8 @@ class PhaseEvaluator:
       stacked: the trained candidates, all inside `masks`.
       masks: the phase's masks.
       val_accuracies: each candidate's validation accuracy (ranks them for the greedy soup
-        and picks the best candidate).
+        and picks the best candidate); None without a validation split: then the record has
+        no `best_candidate` (nothing ranks them) and the candidates' `val_accuracy` is None.
       hparams: each candidate's hyperparameters as run, for the record.
       method: 'uniform' or 'greedy'.
     Returns:
@@ -91,18 +97,16 @@ class PhaseEvaluator:
     soup = self.soup(stacked, ingredients)
     soup_val = self.evaluator.evaluate(soup, "val")
     soup_test = self.evaluator.evaluate(soup, "test")
-    best = evaluation.best_candidate(val_accuracies)
+    val_of = (lambda k: None) if val_accuracies is None else (lambda k: val_accuracies[k])
     ood = {name: self.evaluator.predict(soup, split.x) for name, split in self.ood_sets.items()}
     record = {
         **evaluation.sparsity_record(soup.params, masks, self.paths),
-        "candidates": [{"hparams": h, "val_accuracy": val_accuracies[k],
-                        "test_accuracy": test_acc[k]} for k, h in enumerate(hparams)],
+        "candidates": [{"hparams": h, "val_accuracy": val_of(k), "test_accuracy": test_acc[k]}
+                       for k, h in enumerate(hparams)],
         "soup": {"method": method, "ingredients": ingredients,
                  "val_accuracy": soup_val.get("accuracy"), "val_loss": soup_val.get("loss"),
                  "test_accuracy": soup_test["accuracy"], "test_loss": soup_test["loss"],
                  "test_ece": soup_test["ece"], "test_mce": soup_test["mce"]},
-        "best_candidate": {"index": best, "val_accuracy": val_accuracies[best],
-                           "test_accuracy": test_acc[best]},
         "ensemble": {"test_accuracy": evaluation.ensemble_accuracy(test_logits, test_labels)},
         "flops": evaluation.flops_summary(evaluation.layer_flops(
             self.model, {"params": soup.params, "batch_stats": soup.batch_stats},
@@ -111,4 +115,8 @@ class PhaseEvaluator:
         "ood": evaluation.ood_accuracies(ood, {k: s.y for k, s in self.ood_sets.items()}),
         "eval_time_s": time.perf_counter() - tic,
     }
+    if val_accuracies is not None:
+      best = evaluation.best_candidate(val_accuracies)
+      record["best_candidate"] = {"index": best, "val_accuracy": val_accuracies[best],
+                                  "test_accuracy": test_acc[best]}
     return soup, record

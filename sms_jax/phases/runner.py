@@ -100,7 +100,7 @@ class PhaseRunner:
                                               updater, peak_scale)
     masks = _common_masks(stacked, masks, updater)
     soup, evaluated = self.evaluate(
-        stacked, masks, val_accuracies=history[-1].get("val_accuracy", [0.0] * self.m),
+        stacked, masks, val_accuracies=history[-1].get("val_accuracy"),
         hparams=[self.hparams(c, peak_scale) for c in plan.candidates],
         method=self.config.soup.method if self.m > 1 else "uniform")
     record = {"phase": plan.phase, "target_sparsity": plan.target_sparsity, **evaluated,
@@ -213,10 +213,11 @@ def _common_masks(stacked: state_lib.TrainState, masks: Any, updater: sparsity.U
 
 def _log_phase(record: dict[str, Any]) -> None:
   cands = [c["test_accuracy"] for c in record["candidates"]]
+  best = record.get("best_candidate")  # Absent without a validation split.
+  best_text = f"  best-by-val {best['test_accuracy']:.4f}" if best else ""
   report.log(f"phase {record['phase']}: sparsity {record['sparsity']:.4f} (target "
              f"{record['target_sparsity']:.4f})  soup test {record['soup']['test_accuracy']:.4f}"
-             f"  candidates {min(cands):.4f}-{max(cands):.4f}  best-by-val "
-             f"{record['best_candidate']['test_accuracy']:.4f}  ensemble "
+             f"  candidates {min(cands):.4f}-{max(cands):.4f}{best_text}  ensemble "
              f"{record['ensemble']['test_accuracy']:.4f}")
 
 
