@@ -73,6 +73,20 @@ def test_prune_never_revives_a_weight_even_with_ties_at_zero(selector):
     masks = new
 
 
+@pytest.mark.parametrize("selector", ["global", "uniform"])
+def test_many_phases_to_a_tiny_goal_reach_it(selector):
+  """100 phases to sparsity 0.001 of 1,000 weights: phase 51 prunes the one weight (rounding
+  up), and the later targets, below that by under half a weight, must not be refused."""
+  params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (25, 40))}}
+  masks = sparsity.create_masks(params)
+  for k in range(1, 101):
+    masks = sparsity.prune(params, masks, sparsity.phase_sparsity(0.001, 100, k),
+                           selector=selector)
+  assert sparsity.count_alive(masks) == (999, 1000)
+  with pytest.raises(ValueError, match="target sparsity 0.0001 is not allowed"):
+    sparsity.prune(params, masks, 0.0001, selector=selector)
+
+
 # Gradual magnitude pruning and SET: the masks chosen inside the training step.
 
 

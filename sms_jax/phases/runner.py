@@ -23,7 +23,7 @@ from sms_jax import config as config_lib
 from sms_jax.data import Dataset, corruptions
 from sms_jax.phases.evaluate import PhaseEvaluator
 from sms_jax.phases.plan import Candidate, Model, PhasePlan, candidate_names
-from sms_jax.sparsity import registry
+from sms_jax.sparsity import masks as masks_lib, registry
 from sms_jax.training import engine, loop, retrain, state as state_lib
 
 
@@ -184,9 +184,8 @@ class PhaseRunner:
 def _squared_norms(params: Any, pruned: Any,
                    masks: Any) -> tuple[list[jax.Array], list[jax.Array]]:
   """Per prunable leaf: the squared L2 norm of what pruning removed, and of `params`."""
-  pairs = [(p, q) for p, q, m in zip(jax.tree.leaves(params), jax.tree.leaves(pruned),
-                                     jax.tree.leaves(masks, is_leaf=lambda x: x is None))
-           if m is not None]
+  pairs = [(p, q) for (_, p, m), q in zip(masks_lib.leaf_pairs(params, masks),
+                                          jax.tree.leaves(pruned)) if m is not None]
   return ([jnp.sum(jnp.square(p - q)) for p, q in pairs],
           [jnp.sum(jnp.square(p)) for p, _ in pairs])
 
