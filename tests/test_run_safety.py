@@ -2,7 +2,6 @@
 their candidate, a workdir has one owner at a time, checkpoints only resume the run that wrote
 them, and a full disk ends in one line with the last checkpoint intact."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import mnist1d
 from conftest import ROOT, start_cli
 from sms_jax import checkpoints, experiment
 from sms_jax import workdir as workdir_lib
@@ -165,7 +165,7 @@ _FULL_DISK_DRIVER = textwrap.dedent("""
 """)
 
 
-def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path):
+def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path, capsys):
   workdir = tmp_path / "run"
   flags = ["--config=configs/mnist1d.py:quick", f"--workdir={workdir}",
            "--config.strategy=dense", "--config.train.epochs=3",
@@ -180,8 +180,10 @@ def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path):
   assert "Traceback" not in proc.stderr
   assert os.listdir(workdir / "checkpoints" / "pretrain") == ["1"]
   assert not os.path.exists(workdir / "results.json")
-  proc = start_cli(*flags)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err
-  assert "resumed from checkpoint at epoch 1" in out
-  assert [r["epoch"] for r in json.load(open(workdir / "results.json"))["history"]] == [1, 2, 3]
+  config = mnist1d.get_config("quick")  # The same run, resumed here (and so the same identity).
+  config.update_from_flattened_dict({"strategy": "dense", "train.epochs": 3,
+                                     "checkpoint.every_epochs": 1})
+  capsys.readouterr()
+  results = experiment.run(config, str(workdir))
+  assert "resumed from checkpoint at epoch 1" in capsys.readouterr().out
+  assert [r["epoch"] for r in results["history"]] == [1, 2, 3]
