@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sms_jax import parallel
+from sms_jax.sparsity.masks import path_name
 
 _FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _INTEGRITY_FORMAT = 1
@@ -63,23 +64,10 @@ class StorageFullError(OSError):
   """The disk (or quota) is full; the checkpoints written before are intact."""
 
 
-def _path_name(path: tuple[Any, ...]) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def _host_leaves(tree: Any) -> list[tuple[str, np.ndarray]]:
-  """[(leaf path, whole value on the host)]; collective when a leaf spans several processes."""
-
-  def host(x):
-    if isinstance(x, jax.Array):
-      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        x = jax.random.key_data(x)
-      if not x.is_fully_addressable:
-        x = multihost_utils.process_allgather(x, tiled=True)
-    return np.asarray(x)
-
-  return [(_path_name(path), host(leaf))
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+  """[(leaf path, whole value on the host)] (`parallel.to_host`: collective)."""
+  return [(path_name(path), leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(parallel.to_host(tree))]
 
 
 def non_finite_paths(leaves: list[tuple[str, np.ndarray]]) -> list[str]:
@@ -102,7 +90,7 @@ def _meta_checksum(meta: dict[str, Any]) -> int:
 
 def _layout(tree: Any) -> dict[str, list[Any]]:
   """{leaf path: [shape, dtype]} of a pytree of arrays or shape structs."""
-  return {_path_name(path): [list(leaf.shape), str(leaf.dtype)]
+  return {path_name(path): [list(leaf.shape), str(leaf.dtype)]
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 

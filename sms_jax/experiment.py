@@ -68,7 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     try:
       workdir_lib.check(config_dict, workdir)  # Again: another run may have ended meanwhile.
-      return _run_locked(config, dataset, workdir, meshes, start)
+      return _run_locked(config, config_dict, dataset, workdir, meshes, start)
     except config_lib.ConfigError:
       trained = os.path.exists(os.path.join(workdir, "checkpoints"))
       if fresh and not trained and jax.process_index() == 0:  # Refused: leave no trace.
@@ -76,10 +76,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise
 
 
-def _run_locked(config: ml_collections.ConfigDict, dataset: data.Dataset, workdir: str,
-                meshes: list[Any], start: float) -> dict[str, Any]:
+def _run_locked(config: ml_collections.ConfigDict, config_dict: dict[str, Any],
+                dataset: data.Dataset, workdir: str, meshes: list[Any],
+                start: float) -> dict[str, Any]:
   """`run`'s part that writes to the workdir, while holding it."""
-  config_dict = json.loads(config.to_json())
   report.write_json(os.path.join(workdir, "config.json"), config_dict)
   devices = {**report.devices(), "mesh": parallel.describe(meshes[-1])}
   for mesh in meshes:

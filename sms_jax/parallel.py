@@ -144,6 +144,21 @@ def to_local(tree: Any) -> Any:
   return jax.tree.map(one, tree)
 
 
+def to_host(tree: Any) -> Any:
+  """Every leaf of `tree` whole as a NumPy array (PRNG keys as their key data); collective
+  when a leaf spans several processes, so every process must call it."""
+
+  def one(x):
+    if isinstance(x, jax.Array):
+      if _is_key(x):
+        x = jax.random.key_data(x)
+      if not x.is_fully_addressable:
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)
+
+
 def global_arrays(tree: Any) -> Any:
   """With several processes, each single-device leaf replicated over every device of the run
   (what orbax needs to write it collectively); with one process, `tree` unchanged."""

@@ -9,10 +9,9 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from sms_jax import checkpoints, report
+from sms_jax import checkpoints, parallel, report
 from sms_jax.training.state import TrainState
 
 # (state, epoch) -> (state, {'loss': [steps(, m)], 'accuracy': [steps(, m)](, 'active': [m])})
@@ -75,9 +74,9 @@ def _non_finite_losses(step_metrics: dict[str, Any], names: list[str] | None) ->
 def _non_finite_candidates(state: Any, names: list[str]) -> list[str]:
   """The names of the stacked candidates (leading axis of every leaf) with non-finite values."""
   bad = np.zeros(len(names), bool)
-  for leaf in jax.tree.leaves(state):
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
-      bad |= ~np.isfinite(np.asarray(leaf).reshape(len(names), -1)).all(1)
+  for leaf in jax.tree.leaves(parallel.to_host(state)):
+    if np.issubdtype(leaf.dtype, np.inexact):
+      bad |= ~np.isfinite(leaf.reshape(len(names), -1)).all(1)
   return [name for name, b in zip(names, bad) if b]
 
 
