@@ -6,11 +6,15 @@ start with the best; add the next if the soup's validation accuracy does not dro
 the final soup is the uniform mean of the accepted ones. Averaging moves the BatchNorm
 statistics away from what the averaged weights produce, so before a soup is evaluated its
 statistics are recomputed by train-mode forward passes (`recalibrate_batch_stats`).
+
+Trees may be linen dicts or Flax NNX states. `stack_candidates` builds the stacked input from
+m trees; `soup_variables` and `greedy_soup_variables` soup a model's `{"params",
+"batch_stats"}` with the recalibration done, for training loops of one's own.
 """
 
 import functools
 import math
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,8 +23,34 @@ import numpy as np
 
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import masks as masks_lib
+from sms_jax.training import engine
 
 SOUP_METHODS = ("uniform", "greedy")
+VARIABLE_COLLECTIONS = ("params", "batch_stats")  # What `soup_variables` averages.
+
+
+def stack_candidates(trees: Sequence[Any]) -> Any:
+  """One tree with leaves `[m, ...]` from m trees of one structure and shapes (e.g. m
+  candidates' params dicts or NNX states), the input of the soups.
+
+  Raises:
+    ValueError: no trees, or a tree whose structure or shapes differ from the first's.
+  """
+  trees = list(trees)
+  if not trees:
+    raise ValueError("stack_candidates needs at least one tree; got none")
+  first = jax.tree.structure(trees[0])
+  shapes = [np.shape(x) for x in jax.tree.leaves(trees[0])]
+  for k, tree in enumerate(trees[1:], 1):
+    if jax.tree.structure(tree) != first or [np.shape(x) for x in jax.tree.leaves(tree)] != shapes:
+      raise ValueError(f"candidate {k}'s tree differs from candidate 0's in structure or "
+                       "shapes; allowed: trees of one model")
+  return engine.stack(trees)
+
+
+def unstack_candidates(stacked: Any) -> list[Any]:
+  """The m trees of `stacked: [m, ...]` (also from a device mesh), on this process's device."""
+  return engine.unstack(stacked)
 
 
 def uniform_soup(stacked: Any, indices: Sequence[int] | None = None, *,
@@ -121,12 +151,64 @@ def greedy_soup(val_accuracies: Sequence[float],
   return accepted
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _batch_stats_after(model: nn.Module, params: Any, batch_stats: Any, x: jax.Array) -> Any:
-  """The `batch_stats` after one train-mode forward pass on `x`, starting from `batch_stats`."""
-  _, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                           mutable=["batch_stats"])
+def _nnx():
+  """flax.nnx, imported only once an NNX model is given (linen users do not pay its import)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  return nnx
+
+
+def _static(apply_kwargs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+  """`apply_kwargs` as a hashable, ordered tuple (a static argument of the jitted pass)."""
+  if not isinstance(apply_kwargs, Mapping) or not all(isinstance(k, str) for k in apply_kwargs):
+    raise ValueError(f"apply_kwargs {apply_kwargs!r} is not allowed; allowed: a mapping of "
+                     "keyword names to values, e.g. {'train': True}")
+  if "mutable" in apply_kwargs:
+    raise ValueError("apply_kwargs must not hold 'mutable': recalibration makes only "
+                     "'batch_stats' mutable")
+  items = tuple(sorted(apply_kwargs.items()))
+  try:
+    hash(items)
+  except TypeError:
+    raise ValueError(f"apply_kwargs {apply_kwargs!r} is not allowed; allowed: hashable values "
+                     "(bools, numbers, strings): they select the program") from None
+  return items
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _linen_stats_after(model: nn.Module, kwargs: tuple[tuple[str, Any], ...], params: Any,
+                       batch_stats: Any, x: jax.Array) -> Any:
+  """The `batch_stats` after one train-mode pass of a linen `model` on `x`."""
+  _, updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
+                           mutable=["batch_stats"], **dict(kwargs))
   return updates["batch_stats"]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _nnx_stats_after(graphdef: Any, kwargs: tuple[tuple[str, Any], ...], params: Any, rest: Any,
+                     batch_stats: Any, x: jax.Array) -> Any:
+  """The `batch_stats` (in their own tree structure) after one pass on `x` of the NNX model
+  `graphdef` in training mode (`Module.train()`)."""
+  nnx = _nnx()
+  model = nnx.merge(graphdef, params, batch_stats, rest)
+  model.train()
+  model(x, **dict(kwargs))
+  new = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+  return jax.tree.unflatten(jax.tree.structure(batch_stats), new)
+
+
+def _train_pass(model: Any, params: Any,
+                apply_kwargs: Mapping[str, Any] | None) -> Callable[[Any, jax.Array], Any]:
+  """`(batch_stats, x) -> batch_stats` after one train-mode forward pass of `model`."""
+  if isinstance(model, nn.Module):
+    kwargs = _static({"train": True} if apply_kwargs is None else apply_kwargs)
+    return functools.partial(_linen_stats_after, model, kwargs, params)
+  nnx = _nnx()
+  if not isinstance(model, nnx.Module):
+    raise ValueError(f"cannot recalibrate the BatchNorm statistics of a {type(model).__name__}; "
+                     "allowed: a flax.linen Module or a flax.nnx Module")
+  graphdef, _, _, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  kwargs = _static({} if apply_kwargs is None else apply_kwargs)
+  return functools.partial(_nnx_stats_after, graphdef, kwargs, params, rest)
 
 
 @jax.jit
@@ -136,8 +218,9 @@ def _unbias(zeros_run: Any, ones_run: Any) -> Any:
   return jax.tree.map(lambda z, o: z / (1.0 - (o - z)), zeros_run, ones_run)
 
 
-def recalibrate_batch_stats(model: nn.Module, params: Any, batch_stats: Any,
-                            batches: Iterable[jax.Array]) -> Any:
+def recalibrate_batch_stats(model: Any, params: Any, batch_stats: Any,
+                            batches: Iterable[jax.Array], *,
+                            apply_kwargs: Mapping[str, Any] | None = None) -> Any:
   """BatchNorm statistics recomputed for `params` on `batches`; the params are untouched.
 
   Each BatchNorm layer's running mean and variance become the average over `batches` (each
@@ -145,22 +228,102 @@ def recalibrate_batch_stats(model: nn.Module, params: Any, batch_stats: Any,
   cumulative average (PyTorch's `momentum=None`) rather than the exponential one of
   training. Works for any BatchNorm momentum: it is recovered from two forward passes.
 
+  Args:
+    model: a flax.linen Module, called `model.apply({"params": params, "batch_stats": ...},
+      x, mutable=["batch_stats"], **apply_kwargs)`; or a flax.nnx Module (its graph and
+      other state are used, not its weights), put in training mode (`Module.train()`:
+      `use_running_average=False`, `deterministic=False`) and called `model(x,
+      **apply_kwargs)`.
+    params: linen: the params dict; NNX: `nnx.state(model, nnx.Param)` or one like it.
+    batch_stats: linen: the batch_stats dict; NNX: `nnx.state(model, nnx.BatchStat)`.
+    batches: input batches `[b, ...]`, at least one.
+    apply_kwargs: how the model is called in training mode (hashable values): default
+      `{"train": True}` for linen and none for NNX; e.g. `{"use_running_average": False}`
+      or `{"deterministic": False}` for a model whose flag is named so.
   Returns:
-    The new `batch_stats` ({} stays {}).
+    The new `batch_stats`, in the structure given ({} stays {}).
+  Raises:
+    ValueError: no batches, a model of another kind, or bad `apply_kwargs`.
   """
   if not jax.tree.leaves(batch_stats):
     return batch_stats
+  after = _train_pass(model, params, apply_kwargs)
   zeros = jax.tree.map(jnp.zeros_like, batch_stats)
   ones = jax.tree.map(jnp.ones_like, batch_stats)
   total, count = None, 0
   for x in batches:
-    batch = _unbias(_batch_stats_after(model, params, zeros, x),
-                    _batch_stats_after(model, params, ones, x))
+    batch = _unbias(after(zeros, x), after(ones, x))
     total = batch if total is None else jax.tree.map(jnp.add, total, batch)
     count += 1
   if not count:
     raise ValueError("BatchNorm recalibration needs at least one batch")
   return jax.tree.map(lambda t, s: (t / count).astype(s.dtype), total, batch_stats)
+
+
+def soup_variables(model: Any, stacked_variables: Mapping[str, Any], indices: Sequence[int],
+                   batches: Iterable[jax.Array], *,
+                   apply_kwargs: Mapping[str, Any] | None = None, masks: Any = None) -> dict:
+  """The uniform soup of candidates `indices`, its BatchNorm statistics recalibrated.
+
+  Args:
+    model: the linen or NNX Module (see `recalibrate_batch_stats`).
+    stacked_variables: `{"params": [m, ...], "batch_stats": [m, ...]}` (batch_stats optional;
+      NNX: stacked `nnx.Param` and `nnx.BatchStat` states).
+    indices: the candidates averaged (see `uniform_soup`).
+    batches: the recalibration inputs, each `[b, ...]` (iterated once).
+    apply_kwargs: how to call `model` in training mode (`recalibrate_batch_stats`).
+    masks: the candidates' stacked masks `[m, ...]`, if given checked to be one mask.
+  Returns:
+    `{"params": ..., "batch_stats": ...}` (the keys given): the means over `indices`, the
+    statistics then recalibrated on `batches`, unless there is one ingredient (its own
+    statistics are kept).
+  Raises:
+    ValueError: collections other than VARIABLE_COLLECTIONS, or what `uniform_soup` and
+      `recalibrate_batch_stats` raise.
+  """
+  _check_collections(stacked_variables)
+  params = uniform_soup(stacked_variables["params"], indices, masks=masks)
+  if "batch_stats" not in stacked_variables:
+    return {"params": params}
+  batch_stats = uniform_soup(stacked_variables["batch_stats"], indices)
+  if len(indices) > 1:
+    batch_stats = recalibrate_batch_stats(model, params, batch_stats, batches,
+                                          apply_kwargs=apply_kwargs)
+  return {"params": params, "batch_stats": batch_stats}
+
+
+def _check_collections(stacked_variables: Mapping[str, Any]) -> None:
+  """Raises ValueError unless `stacked_variables` holds "params" and maybe "batch_stats"."""
+  keys = list(stacked_variables) if isinstance(stacked_variables, Mapping) else None
+  if keys is None or "params" not in keys or set(keys) - set(VARIABLE_COLLECTIONS):
+    raise ValueError(f"stacked variables with collections {keys} are not allowed; allowed: "
+                     "{'params': [m, ...]} and optionally 'batch_stats': [m, ...]")
+
+
+def greedy_soup_variables(model: Any, stacked_variables: Mapping[str, Any],
+                          val_accuracies: Sequence[float],
+                          evaluate_fn: Callable[[dict], float], batches: Iterable[jax.Array], *,
+                          apply_kwargs: Mapping[str, Any] | None = None,
+                          masks: Any = None) -> tuple[dict, list[int]]:
+  """The greedy soup (`greedy_soup`) of stacked candidates, each trial soup recalibrated.
+
+  Args:
+    model: the linen or NNX Module (see `recalibrate_batch_stats`).
+    stacked_variables: `{"params": [m, ...], "batch_stats": [m, ...]}` (see `soup_variables`).
+    val_accuracies: each candidate's validation accuracy `[m]`.
+    evaluate_fn: the validation accuracy of a soup's variables (`soup_variables`' output).
+    batches: the recalibration inputs, each `[b, ...]` (read once, then reused).
+    apply_kwargs: how to call `model` in training mode (`recalibrate_batch_stats`).
+    masks: the candidates' stacked masks `[m, ...]`, if given checked to be one mask.
+  Returns:
+    The soup's variables (`soup_variables` of the accepted candidates) and the accepted
+    candidate indices, best first.
+  """
+  batches = list(batches)
+  accepted = greedy_soup(val_accuracies, lambda indices: evaluate_fn(soup_variables(
+      model, stacked_variables, indices, batches, apply_kwargs=apply_kwargs, masks=masks)))
+  return soup_variables(model, stacked_variables, accepted, batches, apply_kwargs=apply_kwargs,
+                        masks=masks), accepted
 
 
 def recalibration_batches(dataset: Dataset, fraction: float, batch_size: int) -> Iterator[Any]:

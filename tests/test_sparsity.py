@@ -132,3 +132,11 @@ def test_layer_stats_follow_forward_order_and_count_nonzeros():
            jax.tree_util.tree_leaves_with_path(masks)}
   assert all(l["nonzero"] == alive[l["name"]] for l in layers)
   assert sum(l["nonzero"] for l in layers) == round(0.2 * sum(l["size"] for l in layers))
+
+
+def test_path_names_drop_only_the_value_attribute_of_nnx_variables():
+  dict_key, attr_key = jax.tree_util.DictKey, jax.tree_util.GetAttrKey
+  for attr in ("value", "raw_value"):  # Where NNX Variables keep their arrays.
+    assert sparsity.path_name((dict_key("fc"), dict_key("kernel"), attr_key(attr))) == "fc/kernel"
+  assert sparsity.path_name((dict_key("value"), dict_key("kernel"))) == "value/kernel"
+  assert sparsity.path_name((dict_key("fc"), dict_key("value"))) == "fc/value"  # A dict key.

@@ -4,6 +4,14 @@ A mask leaf is True where the weight is alive. Which leaves are prunable is deci
 filter function of the leaf's path name (e.g. "stage1_block0/conv1/kernel") and value; by
 default every conv and dense kernel, the first and the last layer included, as in the SMS
 reference. Biases and BatchNorm parameters are never pruned.
+
+Any Flax parameter tree works: a linen params dict, or a Flax NNX state
+(`nnx.state(model, nnx.Param)`), whose leaves sit in Variable wrappers: the attribute that
+holds a Variable's array ('value', or 'raw_value' in some Flax versions) is left out of
+path names, so an NNX kernel is named "linear/kernel" as in linen. Masks have the structure
+of the tree they were made from (for an NNX state: an `nnx.State` of Variables holding the
+bool arrays or None); functions that take params and masks pair their leaves by path name,
+so either form of the masks goes with either form of the params.
 """
 
 from typing import Any, Callable, Sequence
@@ -14,11 +22,17 @@ import numpy as np
 
 PrunableFn = Callable[[str, Any], bool]
 _is_none = lambda x: x is None
+_VARIABLE_VALUE = ("value", "raw_value")  # The attribute of an NNX Variable holding its array.
 
 
 def path_name(path) -> str:
-  """'conv0/kernel' for a jax key path such as (DictKey('conv0'), DictKey('kernel'))."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  """'conv0/kernel' for a jax key path such as (DictKey('conv0'), DictKey('kernel')), also for
+  an NNX Variable's (DictKey('conv0'), DictKey('kernel'), GetAttrKey('value'))."""
+  keys = tuple(path)
+  if (keys and isinstance(keys[-1], jax.tree_util.GetAttrKey)
+      and keys[-1].name in _VARIABLE_VALUE):
+    keys = keys[:-1]
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keys)
 
 
 def is_kernel(name: str, leaf: Any) -> bool:
@@ -46,7 +60,14 @@ def prunable_filter(ordered_paths: Sequence[str], *, keep_first_dense: bool = Fa
 
 
 def create_masks(params: Any, prunable: PrunableFn = is_kernel) -> Any:
-  """All-alive masks: `True` arrays shaped like each prunable leaf, None for the others."""
+  """All-alive masks: `True` arrays shaped like each prunable leaf, None for the others.
+
+  Args:
+    params: a linen params dict or an NNX state (`nnx.state(model, nnx.Param)`).
+    prunable: `(path name, leaf) -> bool`; default: `is_kernel`.
+  Returns:
+    A tree of the structure of `params` (NNX: Variables holding the masks).
+  """
   return jax.tree_util.tree_map_with_path(
       lambda path, p: jnp.ones(p.shape, bool) if prunable(path_name(path), p) else None, params)
 
@@ -89,6 +110,14 @@ def _first_difference(names: list[str], mask_names: list[str]) -> str:
   if extra:
     return f"masks has leaf {next(n for n in mask_names if n in extra)!r} that params lacks"
   return "they hold the same leaves in another order"
+
+
+def masks_like(params: Any, masks: Any) -> Any:
+  """`masks` (checked by `leaf_pairs`) in the tree structure of `params`: e.g. with or without
+  the Variable wrappers of an NNX state, so that `jax.tree.map(f, params, masks_like(params,
+  masks))` calls `f(param, mask or None)` on every leaf."""
+  mask_leaves = [m for _, _, m in leaf_pairs(params, masks)]
+  return jax.tree.unflatten(jax.tree.structure(params), mask_leaves)
 
 
 @jax.jit

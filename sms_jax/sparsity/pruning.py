@@ -84,7 +84,8 @@ def _check_prunable(params: Any, masks: Any) -> None:
   pruned = [(name, p, m) for name, p, m in masks_lib.leaf_pairs(params, masks) if m is not None]
   if not sum(int(np.size(m)) for _, _, m in pruned):
     raise ValueError("cannot prune: masks have no prunable weights (every mask leaf is None or "
-                     "empty); pass masks from create_masks(params) of a model with kernels")
+                     "empty); pass masks from create_masks(params) of a model with kernels, or "
+                     "create_masks(params, prunable) naming the leaves to prune")
   finite = np.asarray(_all_finite([p for _, p, _ in pruned], [m for _, _, m in pruned]))
   if not finite.all():
     raise ValueError(f"cannot prune: parameter {pruned[int(np.argmin(finite))][0]!r} has "

@@ -87,7 +87,9 @@ class Updater:
       first_step: the step count to start from (e.g. a pruning schedule's position).
     Returns:
       A transformation with state `SparsityState`; `update` needs `params` whenever
-      `changes_masks` (and whenever `inner` needs them).
+      `changes_masks` (and whenever `inner` needs them). Params, updates and masks may be
+      linen dicts or NNX states, with or without Variable wrappers (e.g. under
+      `nnx.Optimizer(model, tx, wrt=nnx.Param)`): masks pair with updates by path name.
     """
 
     def init_fn(params):
@@ -105,10 +107,12 @@ class Updater:
       new = jax.lax.cond(self.is_update_step(steps),
                          lambda m: self.new_masks(m, params, grads, steps), lambda m: m,
                          state.masks)
-      updates = jax.tree.map(lambda u, p, m, old: u if m is None else jnp.where(m & old, u, -p),
-                             updates, params, new, state.masks)
+      # The masks in the updates' structure (with or without NNX Variable wrappers).
+      now, old = masks_lib.masks_like(updates, new), masks_lib.masks_like(updates, state.masks)
+      updates = jax.tree.map(lambda u, p, m, o: u if m is None else jnp.where(m & o, u, -p),
+                             updates, params, now, old)
       if self.regrows:
-        grown = jax.tree.map(lambda m, old: None if m is None else m & ~old, new, state.masks,
+        grown = jax.tree.map(lambda m, o: None if m is None else m & ~o, now, old,
                              is_leaf=_is_none)
         inner_state = optax.tree_utils.tree_map_params(
             inner, lambda v, g: v if g is None else jnp.where(g, jnp.zeros_like(v), v),
