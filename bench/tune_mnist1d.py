@@ -87,6 +87,10 @@ def run_one(variant, strategy, seed, data, fresh_pretrain=False):
   res, wall = run_experiment(cmd, workdir, ROOT)
   phases = []
   for p in res["phases"]:
+    if "model" in p:  # imp (m = 1): one retrained model, no soup, candidates or ensemble.
+      phases.append({"phase": p["phase"], "sparsity": p["sparsity"],
+                     "model_test": p["model"]["test_accuracy"]})
+      continue
     cands = [c["test_accuracy"] for c in p["candidates"]]
     phases.append({"phase": p["phase"], "sparsity": p["sparsity"],
                    "soup_test": p["soup"]["test_accuracy"],

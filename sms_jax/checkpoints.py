@@ -21,6 +21,7 @@ import contextlib
 import errno
 import gc
 import json
+import logging
 import os
 import shutil
 import sys
@@ -137,12 +138,29 @@ def _wait_until_quiet(fd: int, quiet_s: float = 0.3, at_most_s: float = 5.0) -> 
     time.sleep(quiet_s)
 
 
+_PARTIAL_RESTORE_NOTE = "was found in the checkpoint, but could not"
+
+
+@contextlib.contextmanager
+def _partial_restore_notes_dropped() -> Iterator[None]:
+  """Drops orbax's warning that an item of a step 'was found in the checkpoint, but could not
+  be restored' while the block runs: restoring some of a step's items (its integrity record
+  first, then the state and metadata) is what resuming means to do. Other messages pass."""
+  logger = logging.getLogger("absl")  # Orbax logs through absl.
+  keep = lambda record: _PARTIAL_RESTORE_NOTE not in record.getMessage()
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
 class Checkpointer:
   """Saves `(state, meta)` pairs by step; restores the newest usable one."""
 
-  def __init__(self, directory: str, keep: int, identity: str):
-    """`identity` names the run (e.g. `config.run_identity(config)`): a checkpoint written
-    under another identity is refused."""
+  def __init__(self, directory: str, keep: int | None, identity: str):
+    """Keeps the newest `keep` steps (None: all of them). `identity` names the run (e.g.
+    `config.run_identity(config)`): a checkpoint written under another identity is refused."""
     self.directory = os.path.abspath(directory)
     self.identity = identity
     self._keep = keep
@@ -226,8 +244,9 @@ class Checkpointer:
         continue
       self._check_belongs(step, integrity, abstract)
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        with _partial_restore_notes_dropped():
+          restored = self._manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
       except PermissionError as error:  # Not damage: the files are not ours to read.
         raise CheckpointError(f"cannot read checkpoint {step} in {self.directory} ({error}); "
                               "check its permissions") from error
@@ -261,8 +280,9 @@ class Checkpointer:
           "sms_jax, or not by sms_jax); resume it with the version that wrote it, or pass "
           "another --workdir")
     try:
-      integrity = dict(self._manager.restore(step, args=ocp.args.Composite(
-          integrity=ocp.args.JsonRestore())).integrity)
+      with _partial_restore_notes_dropped():
+        integrity = dict(self._manager.restore(step, args=ocp.args.Composite(
+            integrity=ocp.args.JsonRestore())).integrity)
     except PermissionError as error:
       raise CheckpointError(f"cannot read checkpoint {step} in {self.directory} ({error}); "
                             "check its permissions") from error
@@ -320,3 +340,51 @@ class Checkpointer:
 
 def _describe(entry: list[Any] | None) -> str:
   return "nothing" if entry is None else f"{tuple(entry[0])} {entry[1]}"
+
+
+def read_verified(directory: str, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
+  """Reads checkpoint `step` (default: the newest) of `directory` as it was saved, read-only.
+
+  For tools that use a finished run (export): nothing is moved or written, and the state
+  comes back as nested dicts and lists of host arrays (a saved NamedTuple as a dict of its
+  fields), without knowing its structure in advance.
+
+  Returns:
+    `(step, state, meta)`, the state's values checked against their integrity record.
+  Raises:
+    CheckpointError: no such checkpoint, or it has no (or another format of) integrity
+      record, cannot be read, or its values do not match their checksums.
+  """
+  directory = os.path.abspath(directory)
+  steps = sorted(int(name) for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+                 if name.isdigit())
+  if step is None and steps:
+    step = steps[-1]
+  if step not in steps:
+    raise CheckpointError(f"no checkpoint {'' if step is None else f'{step} '}in {directory}"
+                          f"{f'; it has {steps}' if steps else ''}")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, enable_async_checkpointing=False))
+  where = f"checkpoint {step} in {directory}"
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
+        integrity=ocp.args.JsonRestore()))
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(f"cannot read {where} ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0][:200]})") from error
+  finally:
+    manager.close()
+  integrity, meta = dict(restored.integrity), dict(restored.meta)
+  if integrity.get("format") != _INTEGRITY_FORMAT:
+    raise CheckpointError(f"{where} has integrity format {integrity.get('format')!r}; this "
+                          f"sms_jax reads {_INTEGRITY_FORMAT}")
+  state = jax.tree.map(np.asarray, restored.state)
+  leaves = _host_leaves(state)
+  damaged = [name for name, crc in _checksums(leaves).items()
+             if crc != integrity.get("crc32", {}).get(name)]
+  if damaged or _meta_checksum(meta) != integrity.get("meta_crc32"):
+    raise CheckpointError(f"{where} is damaged (the values of "
+                          f"{damaged[0] if damaged else 'its metadata'} do not match their "
+                          "checksum)")
+  return step, state, meta

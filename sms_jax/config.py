@@ -165,6 +165,14 @@ def flat_schema() -> dict[str, Any]:
   return _flatten(defaults.get_config())
 
 
+def describe_keys() -> list[tuple[str, str, str]]:
+  """`(key, default as shown, what is allowed)` of every key of the default config, sorted by
+  key: what `--config_help` prints. Loads the registries that list the allowed names."""
+  allowed = rules()
+  return [(key, _shown(default), allowed[key][1] if key in allowed else _type_name(default))
+          for key, default in flat_schema().items()]
+
+
 def _type_ok(value: Any, default: Any) -> bool:
   if isinstance(default, bool) or isinstance(value, bool):
     return isinstance(value, bool) and isinstance(default, bool)

@@ -81,6 +81,7 @@ def _run_locked(config: ml_collections.ConfigDict, config_dict: dict[str, Any],
                 start: float) -> dict[str, Any]:
   """`run`'s part that writes to the workdir, while holding it."""
   report.write_json(os.path.join(workdir, "config.json"), config_dict)
+  report.write_json(os.path.join(workdir, "data.json"), dataset.describe())  # For export.
   devices = {**report.devices(), "mesh": parallel.describe(meshes[-1])}
   for mesh in meshes:
     if mesh is not None and mesh.size < devices["count"]:
@@ -88,7 +89,9 @@ def _run_locked(config: ml_collections.ConfigDict, config_dict: dict[str, Any],
                  f"of the {devices['count']} devices (train.batch_size limits the data axis)")
   report.log(f"workdir {workdir}; devices {devices}")
 
-  results = strategies.STRATEGIES[config.strategy].run(config, dataset, workdir)
+  strategy, batch = strategies.STRATEGIES[config.strategy], config.train.batch_size
+  with report.tracking(strategy.planned_epochs(config), dataset.steps_per_epoch(batch) * batch):
+    results = strategy.run(config, dataset, workdir)
   results = {"config": config_dict, **results,
              "wall_time_s": time.perf_counter() - start, "devices": devices}
   report.write_json(os.path.join(workdir, "results.json"), results)

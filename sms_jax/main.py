@@ -1,13 +1,37 @@
-"""Command line: `python -m sms_jax.main --config=configs/mnist1d.py [--workdir=runs/x]`.
+"""Command line: `python -m sms_jax.main --config=mnist1d [--workdir=runs/x]`.
 
-Any config key can be overridden, e.g. `--config.train.batch_size=64`. Exit codes: 0 done,
-1 training failed (non-finite loss or weights), 2 bad input (config, workdir in use or of
-another run, unusable checkpoints, dataset), 3 no space left on the device, 130 interrupted.
+`--config` takes a shipped config's name, optionally with its argument (`mnist1d`,
+`mnist1d:quick`, `cifar10:resnet56`), or a config file's path (`configs/mnist1d.py:quick`, or
+a file of one's own that starts from `configs/default.py`). Any config key can be overridden,
+e.g. `--config.train.batch_size=64`; `--config_help` lists the keys with their defaults and
+allowed values. Exit codes: 0 done, 1 training failed (non-finite loss or weights), 2 bad input
+(config, workdir in use or of another run, unusable checkpoints, dataset), 3 no space left on
+the device, 130 interrupted (Ctrl-C: run the same command again to resume).
 """
 
-import logging as py_logging
 import os
+import signal
 import sys
+
+
+def _interrupted_before_the_run(*_) -> None:
+  """Ctrl-C before the run began (imports, flags, JAX's start-up): nothing was written, so
+  the process ends at once with one line and exit code 130."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  print("error: interrupted before the run began; nothing was written", file=sys.stderr,
+        flush=True)
+  os._exit(130)  # Nothing to clean up yet.
+
+
+if __name__ == "__main__":  # From the very start: the imports below take a while.
+  signal.signal(signal.SIGINT, _interrupted_before_the_run)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import _thread
+import logging as py_logging
+import textwrap
+import threading
+from typing import Callable
 import warnings
 
 from absl import app
@@ -15,9 +39,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from sms_jax import config as config_lib
+from sms_jax import config_files
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
-    "Experiment config file, e.g. configs/mnist1d.py (or configs/mnist1d.py:quick).")
+    "A shipped config's name or a config file's path, optionally with its argument: mnist1d, "
+    "mnist1d:quick, configs/mnist1d.py:quick, my_config.py.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,
     "Where checkpoints and results go; default: runs/<config>-<strategy>-<hash of the config>.")
@@ -29,7 +58,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", 0, "Multi-process runs: the number of processes (0: from the environment).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", -1, "Multi-process runs: this process's index (-1: from the environment).")
+_CONFIG_HELP = flags.DEFINE_boolean(
+    "config_help", False,
+    "Print every config key with its default and allowed values, then exit.")
 flags.mark_flag_as_required("config")
+
+_HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 def _fail(message: str, code: int = 2):
@@ -37,26 +71,119 @@ def _fail(message: str, code: int = 2):
   sys.exit(code)
 
 
-def _configs_importable(argv: list[str]) -> None:
-  """Lets config files `from configs import default` when run from outside the repository:
-  puts the folder that holds the config file's folder on sys.path."""
-  for arg in argv:
+def _interrupt_again(unraisable) -> None:
+  """A Ctrl-C that lands where Python ignores exceptions (a gc callback such as JAX's, a
+  `__del__`) would be lost and the run go on: raises it again in the main thread. Other
+  unraisable errors are reported as usual."""
+  if isinstance(unraisable.exc_value, KeyboardInterrupt):
+    # A moment later, from another thread: raised inside this hook it would be ignored again.
+    again = threading.Timer(0.1, _thread.interrupt_main)
+    again.daemon = True
+    again.start()
+  else:
+    sys.__unraisablehook__(unraisable)
+
+
+def _exit_interrupted(workdir: str) -> None:
+  """The one line of an interrupted run, and exit code 130. Another Ctrl-C is ignored from
+  here, and what orbax's or asyncio's threads still report while the interpreter exits (an
+  interrupted checkpoint write) goes nowhere."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  print(f"error: interrupted; run the same command again to resume from the last checkpoint in "
+        f"{workdir}", file=sys.stderr, flush=True)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  sys.exit(130)
+
+
+def _rows(pairs: list[tuple[str, str]], hang: int = 0) -> str:
+  """`(name, text)` pairs as aligned rows, the text wrapped at 100 columns (its continuation
+  lines indented `hang` more)."""
+  width = max(len(name) for name, _ in pairs) + 2
+  return "\n".join(textwrap.fill(text, 100, initial_indent=f"  {name:<{width}}",
+                                  subsequent_indent=" " * (width + 2 + hang))
+                    for name, text in pairs)
+
+
+def _config_keys_help() -> str:
+  """The config's top-level keys, then each section with its keys (no JAX)."""
+  sections = {}
+  for key in config_lib.flat_schema():
+    section, _, name = key.rpartition(".")
+    sections.setdefault(section, []).append(name)
+  return "\n".join([f"  {', '.join(sections.pop(''))}"] + [
+      textwrap.fill(f"{section}.{{{', '.join(names)}}}", 100, initial_indent="  ",
+                    subsequent_indent="      ") for section, names in sections.items()])
+
+
+def _print_help() -> None:
+  """Usage, flags, shipped configs and config keys at once; then the strategies (their
+  registry loads JAX: a second or two)."""
+  ours = (_CONFIG, _WORKDIR, _CONFIG_HELP, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
+  print(f"{__doc__.strip()}\n\nflags:\n"
+        + _rows([(f"--{h.name}", flags.FLAGS[h.name].help) for h in ours])
+        + "\n\nconfigs shipped with sms_jax (--config=<name>, e.g. --config=mnist1d:quick):\n"
+        + _rows(list(config_files.shipped_configs().items()))
+        + "\n\nconfig keys (--config.<key>=<value>; --config_help: defaults, allowed values):\n"
+        + _config_keys_help() + "\n", flush=True)
+  from sms_jax import strategies  # pylint: disable=g-import-not-at-top
+  print("strategies (--config.strategy=<name>):\n"
+        + _rows([(name, s.help) for name, s in strategies.STRATEGIES.items()]))
+
+
+def _print_config_help() -> None:
+  """Every config key, its default and what it allows (the registries load JAX)."""
+  rows = config_lib.describe_keys()
+  width = max(len(default) for _, default, _ in rows)
+  print("config keys (--config.<key>=<value>): key, default, allowed values\n"
+        + _rows([(key, f"{default:<{width}}  {allowed}") for key, default, allowed in rows],
+                hang=width + 2))
+
+
+def _print_and_exit(print_help: Callable[[], None]) -> None:
+  """Prints a help text and exits 0 (also when the reader stops early, e.g. `| head`)."""
+  try:
+    print_help()
+    sys.stdout.flush()
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+  sys.exit(0)
+
+
+def _with_configs_resolved(argv: list[str]) -> list[str]:
+  """`argv` with each --config value that names a shipped config replaced by its file's path
+  (`config_files.resolve`); each config file is made able to `from configs import default`."""
+  out = list(argv)
+  for k, arg in enumerate(argv):
     if arg.startswith("--config="):
-      path = os.path.abspath(arg[len("--config="):].split(":")[0])
-      sys.path.insert(0, os.path.dirname(os.path.dirname(path)))
+      where, prefix, given = k, "--config=", arg[len("--config="):]
+    elif arg == "--config" and k + 1 < len(argv):
+      where, prefix, given = k + 1, "", argv[k + 1]
+    else:
+      continue
+    out[where] = prefix + config_files.resolve(given)
+    path = out[where][len(prefix):].split(":")[0]
+    if os.path.isfile(path):
+      config_files.make_importable(path)
+  return out
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad flag, override or config file is one line on stderr and exit code 2."""
-  _configs_importable(argv)
+  """Parses flags; a bad flag, override or config file is one line on stderr and exit code 2.
+
+  `--help` and `--config_help` print and exit 0 before anything else (even without --config).
+  """
+  options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if any(arg in _HELP_FLAGS for arg in options):
+    _print_and_exit(_print_help)
+  if any(arg in ("--config_help", "--config_help=true", "--config_help=True") for arg in options):
+    _print_and_exit(_print_config_help)
+  argv = _with_configs_resolved(argv)
   # ml_collections logs a warning for get_config() returning None: the error below says it.
   returned_none = lambda record: "did you forget a return statement" not in record.getMessage()
   logging.get_absl_logger().addFilter(returned_none)
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # pylint: disable=broad-except
-    from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-    from sms_jax import config_files  # pylint: disable=g-import-not-at-top
     overrides = dict(a[len("--config."):].partition("=")[::2] for a in argv
                      if a.startswith("--config."))
     unknown = config_lib.unknown_keys(list(overrides))
@@ -85,7 +212,6 @@ def default_workdir(config, config_path: str) -> str:
 
   The digest leaves out the checkpoint policy, which a resumed run may change.
   """
-  from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
   return os.path.join("runs", f"{stem}-{config.strategy}-{config_lib.run_identity(config)[:8]}")
 
@@ -107,7 +233,6 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     _fail(f"unexpected arguments {' '.join(argv[1:])!r}; use --config and --workdir")
-  from sms_jax import config_files  # pylint: disable=g-import-not-at-top
   try:
     config = _CONFIG.value
     config_files.check_loaded(config)  # A file that failed to load raises on first access.
@@ -118,7 +243,6 @@ def main(argv: list[str]) -> None:
 
   # Imported here so that `--help` and flag errors answer without loading JAX.
   from sms_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from sms_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from sms_jax import experiment  # pylint: disable=g-import-not-at-top
   from sms_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
@@ -141,6 +265,9 @@ def main(argv: list[str]) -> None:
     workdir = default_workdir(config, config_flags.get_config_filename(flags.FLAGS["config"]))
     print(f"no --workdir given: using {workdir}", flush=True)
   try:
+    # From here Ctrl-C unwinds the run (its checkpoints and workdir lock are released).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.unraisablehook = _interrupt_again
     experiment.run(config, workdir)
   except (config_lib.ConfigError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
           tfds_source.DatasetNotPreparedError) as error:
@@ -159,8 +286,7 @@ def main(argv: list[str]) -> None:
           f"checkpoint in {workdir} is intact: free space and run the same command again",
           code=3)
   except KeyboardInterrupt:
-    _fail(f"interrupted; run the same command again to resume from the last checkpoint in "
-          f"{workdir}", code=130)
+    _exit_interrupted(workdir)
 
 
 if __name__ == "__main__":

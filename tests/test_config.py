@@ -1,6 +1,5 @@
 """Config validation: every shipped config is valid; bad values give one clear error."""
 
-import glob
 import importlib
 import inspect
 import os
@@ -10,15 +9,14 @@ import pytest
 
 from configs import default
 from sms_jax import config as config_lib
+from sms_jax import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if not p.endswith("__init__.py")],
-                         ids=os.path.basename)
-def test_shipped_configs_are_valid(path):
-  module = importlib.import_module("configs." + os.path.basename(path)[:-3])
+@pytest.mark.parametrize("name", sorted(config_files.shipped_configs()))
+def test_shipped_configs_are_valid(name):
+  module = importlib.import_module("sms_jax.configs." + name)
   config_lib.validate(module.get_config())
   if inspect.signature(module.get_config).parameters:  # The `--config=file.py:quick` variant.
     config_lib.validate(module.get_config("quick"))

@@ -76,7 +76,8 @@ def test_tool_prints_json_and_a_table(capsys):
   assert densities.main(["--model=vgg16", "--dataset=cifar10", "--distribution=balanced",
                          "--density=0.01", "--json"]) == 0
   report = json.loads(capsys.readouterr().out)
-  assert set(report) == {"model", "distribution", "density", "achieved_density", "layers"}
+  assert set(report) == {"model", "distribution", "density", "achieved_density", "layers",
+                         "warnings"}
   assert abs(report["achieved_density"] - 0.01) < 1e-3
   nonzero = [layer["nonzero"] for layer in report["layers"] if layer["density"] < 1]
   assert max(nonzero) - min(nonzero) <= 1  # Balanced: the same count in every free layer.

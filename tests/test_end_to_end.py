@@ -113,6 +113,9 @@ def test_cli_killed_run_resumes_to_identical_results(tmp_path):
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   assert "resumed after phase 1" in out and "resumed from checkpoint at epoch" in out
+  assert "could not be restored" not in err and "WARNING" not in err and "Traceback" not in err
+  epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+  assert "run 100%" in epoch_lines[-1] and "mean of 2 candidates:" in epoch_lines[-1]
   resumed = json.load(open(tmp_path / "run" / "results.json"))
 
   from configs import mnist1d  # pylint: disable=g-import-not-at-top

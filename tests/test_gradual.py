@@ -2,6 +2,7 @@
 between its mask updates), with the learning-rate schedule sms_gmp's candidates go on with."""
 
 import json
+import os
 
 import jax.numpy as jnp
 import pytest
@@ -65,6 +66,8 @@ def test_gmp_reaches_the_goal_along_the_schedule(gmp_run):
   assert 0.1 < final["test_accuracy"] <= 1.0
   assert results["flops"]["nonzero"] < results["flops"]["dense"]
   assert json.load(open(workdir / "results.json"))["final"] == final
+  # Plots: the final layers, and accuracy and the sparsity schedule against epochs.
+  assert sorted(os.listdir(workdir / "plots")) == ["layer_sparsity.png", "training.png"]
 
 
 def test_gmp_interrupted_after_a_mask_update_resumes_identically(gmp_run, tmp_path,
@@ -88,11 +91,12 @@ def _sms_gmp_config():
 
 @pytest.fixture(scope="module")
 def sms_gmp_run(tmp_path_factory):
-  return experiment.run(_sms_gmp_config(), str(tmp_path_factory.mktemp("sms_gmp")))
+  workdir = tmp_path_factory.mktemp("sms_gmp")
+  return experiment.run(_sms_gmp_config(), str(workdir)), workdir
 
 
 def test_sms_gmp_phases_follow_the_schedule_and_continue_its_learning_rate(sms_gmp_run):
-  config, results = _sms_gmp_config(), sms_gmp_run
+  config, (results, workdir) = _sms_gmp_config(), sms_gmp_run
   assert sms_gmp.phase_epochs(config) == [3, 4]  # 1 + round(1.5), 1 + round(3).
   assert len(results["history"]) == 3  # One model up to the first mask update.
   steps_per_epoch = data.load(config.dataset).steps_per_epoch(config.train.batch_size)
@@ -108,3 +112,5 @@ def test_sms_gmp_phases_follow_the_schedule_and_continue_its_learning_rate(sms_g
         [float(lr(first_step + steps_per_epoch - 1))] * 2, rel=1e-5)
     assert phase["soup"]["ingredients"] == [0, 1]
   assert abs(results["final"]["sparsity"] - 0.9) < 1e-3
+  assert sorted(os.listdir(workdir / "plots")) == [
+      "accuracy_vs_sparsity.png", "layer_sparsity.png", "training.png"]

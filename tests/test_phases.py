@@ -9,6 +9,7 @@ or seeds ignored in training.
 
 import types
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +19,8 @@ from configs import default
 from sms_jax import evaluation, models, pretraining, report, sparsity
 from sms_jax.data import Dataset, Split, corruptions
 from sms_jax.phases import plan as plan_lib
-from sms_jax.phases.evaluate import PhaseEvaluator, evaluation_state
-from sms_jax.phases.runner import PhaseRunner
+from sms_jax.phases.evaluate import PhaseEvaluator, evaluation_state, outcome
+from sms_jax.phases.runner import PhaseRunner, phase_scalars
 from sms_jax.training import engine, optimizers, retrain, state as state_lib
 from sms_jax.training.evaluator import Evaluator
 
@@ -175,6 +176,47 @@ def test_the_record_counts_the_masks(phase):
   for layer in record["layers"]:
     assert layer["nonzero"] <= layer["alive"] < layer["size"]
   assert record["flops"]["nonzero"] < record["flops"]["dense"]
+
+
+def test_one_candidate_is_recorded_as_the_model(phase):
+  """m = 1: the record holds the one model's metrics (as its logits give them) under
+  `model`, and no soup, candidates, ensemble, best candidate or distances."""
+  model, record = phase.evaluate(engine.stack(phase.members[:1]), phase.masks,
+                                 val_accuracies=phase.val[:1], hparams=[{"seed": 5}],
+                                 method="greedy")
+  assert set(record) == {"sparsity", "sparsity_all", "layers", "model", "flops", "ood",
+                         "eval_time_s"}
+  assert outcome(record) is record["model"]
+  assert set(record["model"]) == {"hparams", "val_accuracy", "val_loss", "test_accuracy",
+                                  "test_loss", "test_ece", "test_mce"}
+  assert record["model"]["hparams"] == {"seed": 5}
+  for split in ("val", "test"):
+    data = getattr(phase.dataset, split)
+    expected = evaluation.evaluate_logits(phase.logits(phase.members[0], data.x), data.y)
+    assert record["model"][f"{split}_accuracy"] == pytest.approx(expected["accuracy"])
+    assert record["model"][f"{split}_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+  chex.assert_trees_all_equal(model.params, phase.members[0].params)  # Handed on unchanged.
+  chex.assert_trees_all_equal(model.batch_stats, phase.members[0].batch_stats)
+  assert list(record["ood"]) == list(corruptions.CORRUPTIONS)
+
+
+def test_phase_scalars_name_the_model_handed_on_and_each_comparison(phase):
+  _, souped = _run(phase)
+  scalars = phase_scalars(souped)
+  assert scalars["phases/test_accuracy"] == souped["soup"]["test_accuracy"]
+  assert scalars["phases/val_accuracy"] == souped["soup"]["val_accuracy"]
+  assert scalars["phases/test_ece"] == souped["soup"]["test_ece"]
+  assert scalars["phases/sparsity"] == souped["sparsity"]
+  assert scalars["phases/best_candidate_test_accuracy"] == (
+      souped["best_candidate"]["test_accuracy"])
+  assert scalars["phases/ensemble_test_accuracy"] == souped["ensemble"]["test_accuracy"]
+  assert {k: v for k, v in scalars.items() if k.startswith("phases/ood/")} == {
+      f"phases/ood/{name}": value for name, value in souped["ood"].items()}
+  _, single = phase.evaluate(engine.stack(phase.members[:1]), phase.masks,
+                             val_accuracies=phase.val[:1], hparams=[{}], method="uniform")
+  scalars = phase_scalars(single)
+  assert scalars["phases/test_accuracy"] == single["model"]["test_accuracy"]
+  assert not any("best_candidate" in k or "ensemble" in k for k in scalars)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """IMP and Sparse Model Soups end to end on the embedded data (tiny settings)."""
 
+import glob
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -30,6 +32,24 @@ def _sms_config():
 def sms_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sms")
   return experiment.run(_sms_config(), str(workdir)), workdir
+
+
+def _tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} of the TensorBoard event files in `<workdir>/tensorboard`, read
+  record by record (TFRecord framing: length, its CRC, the Event proto, its CRC)."""
+  event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+  scalars = {}
+  for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
 
 
 def _phase_numbers(results):
@@ -72,25 +92,59 @@ def test_sms_reaches_exact_sparsity_and_reports_every_comparison(sms_run):
     assert all(len(r["learning_rate"]) == 2 for r in phase["history"])
   assert results["final"]["sparsity"] == results["phases"][-1]["sparsity"]
   assert results["final"]["test_accuracy"] == results["phases"][-1]["soup"]["test_accuracy"]
-  for name in ("accuracy_vs_sparsity.png", "layer_sparsity.png"):
+  for name in ("accuracy_vs_sparsity.png", "layer_sparsity.png", "training.png"):
     assert os.path.getsize(workdir / "plots" / name) > 1000
   # Finished phases leave no candidate checkpoints behind.
   assert sorted(os.listdir(workdir / "checkpoints")) == ["phases", "pretrain"]
 
 
-def test_imp_is_one_lineage_and_imp_mx_retrains_m_times_longer(tmp_path):
+def test_sms_phases_go_to_tensorboard_at_their_last_epoch(sms_run):
+  """The phases' scalars sit at the epoch where each phase ends (2 dense epochs, then 2 per
+  phase), where the candidates' own epoch scalars end."""
+  results, workdir = sms_run
+  scalars = _tensorboard_scalars(workdir)
+  phases = results["phases"]
+  for tag, values in (
+      ("phases/test_accuracy", [p["soup"]["test_accuracy"] for p in phases]),
+      ("phases/val_accuracy", [p["soup"]["val_accuracy"] for p in phases]),
+      ("phases/test_ece", [p["soup"]["test_ece"] for p in phases]),
+      ("phases/sparsity", [p["sparsity"] for p in phases]),
+      ("phases/best_candidate_test_accuracy", [p["best_candidate"]["test_accuracy"]
+                                               for p in phases]),
+      ("phases/ensemble_test_accuracy", [p["ensemble"]["test_accuracy"] for p in phases]),
+      ("phases/ood/gaussian_noise", [p["ood"]["gaussian_noise"] for p in phases])):
+    assert [step for step, _ in scalars[tag]] == [4, 6], tag
+    assert [value for _, value in scalars[tag]] == pytest.approx(values, rel=1e-6), tag
+  assert max(step for step, _ in scalars["phase2/train_loss/candidate0"]) == 6
+
+
+def test_imp_is_one_lineage_and_imp_mx_retrains_m_times_longer(tmp_path, capsys):
+  """m = 1: the phase record holds the one retrained model (no soup, candidates, ensemble);
+  the log, TensorBoard and the final metrics say so."""
   config = _sms_config()
   config.strategy, config.prune.n_phases = "imp", 1
   imp = experiment.run(config, str(tmp_path / "imp"))
+  out = capsys.readouterr().out
   (phase,) = imp["phases"]
-  (candidate,) = phase["candidates"]
-  assert candidate["hparams"]["retrain_epochs"] == 2 and len(phase["history"]) == 2
-  assert phase["soup"]["test_accuracy"] == candidate["test_accuracy"]  # No souping.
-  assert phase["soup"]["ingredients"] == [0]
+  assert not {"soup", "candidates", "ensemble", "best_candidate", "distances"} & set(phase)
+  model = phase["model"]
+  assert model["hparams"]["retrain_epochs"] == 2 and len(phase["history"]) == 2
+  assert imp["final"] == {**{k: v for k, v in model.items() if k != "hparams"},
+                          "sparsity": phase["sparsity"], "sparsity_all": phase["sparsity_all"]}
+  assert (f"phase 1: sparsity {phase['sparsity']:.4f} (target 0.9000)  model test "
+          f"{model['test_accuracy']:.4f}\n") in out
+  test, dense = model["test_accuracy"], imp["dense"]["test_accuracy"]
+  assert (f"final: test_accuracy {test:.4f} (dense {dense:.4f}, "
+          f"{100 * (test - dense):+.2f} points)  val_accuracy ") in out
+  scalars = _tensorboard_scalars(tmp_path / "imp")
+  assert scalars["phases/test_accuracy"] == [(4, pytest.approx(test, rel=1e-6))]
+  assert not any("best_candidate" in tag or "ensemble" in tag for tag in scalars)
+  assert sorted(os.listdir(tmp_path / "imp" / "plots")) == [
+      "accuracy_vs_sparsity.png", "layer_sparsity.png", "training.png"]
   config.strategy = "imp_mx"
   imp_mx = experiment.run(config, str(tmp_path / "imp_mx"))
   assert [len(p["history"]) for p in imp_mx["phases"]] == [4]
-  assert imp_mx["phases"][0]["candidates"][0]["hparams"]["retrain_epochs"] == 4
+  assert imp_mx["phases"][0]["model"]["hparams"]["retrain_epochs"] == 4
   assert abs(imp_mx["final"]["sparsity"] - 0.9) < 1e-3
 
 
@@ -105,6 +159,11 @@ def test_sms_interrupted_mid_phase_resumes_to_identical_results(sms_run, tmp_pat
   die_after_save.restore()
   capsys.readouterr()
   resumed = experiment.run(_sms_config(), str(tmp_path))
-  assert "resumed after phase 1" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "resumed after phase 1" in out
   assert _phase_numbers(resumed) == _phase_numbers(reference)
+  # The greedy soup's accepted candidates, in order, with what varies between them.
+  ingredients = reference["phases"][1]["soup"]["ingredients"]
+  assert (f"phase 2: greedy soup of {len(ingredients)} of 2 candidates: candidate "
+          f"{ingredients[0]} (seed={ingredients[0]}, weight_decay=") in out
   assert resumed["final"] == reference["final"]

@@ -1,5 +1,7 @@
 """A standalone sparsity updater as a strategy: SET trains inside a start mask's density."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +25,7 @@ def test_set_keeps_the_start_density_and_moves_the_mask(tiny_config, tmp_path):
   assert [l["alive"] for l in results["layers"]] == [l["nonzero"] for l in start["layers"]]
   assert results["updater"] == {"name": "set", "update_every": 3, "end_step": 21,
                                 "drop_fraction": 0.3, "decay": "constant"}
+  assert sorted(os.listdir(tmp_path / "plots")) == ["layer_sparsity.png", "training.png"]
   # The mask moved: the final one keeps the counts, not the positions, of the start mask.
   model = models.create_model("cnn1d", 10)
   params = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))

@@ -1,6 +1,6 @@
 """The `Dataset`: train / val / test splits held in memory (`Split`) or streamed (`Stream`)."""
 
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -21,6 +21,9 @@ class Dataset(NamedTuple):
       ('none' for streams, which augment in their input pipeline).
     ood_loader: `severity -> {corruption: Split} or None`: a real corrupted test set
       standardised like `train` (CIFAR-10-C when prepared), read only when called.
+    standardization: `(mean, std)`, float32 `[channels]`: the model's inputs are
+      `(raw - mean) / std` of the dataset's stored inputs (MNIST-1D signals, pixels 0-255 of
+      TFDS images), per channel; None if unknown.
   """
   name: str
   train: Split | Stream
@@ -29,6 +32,7 @@ class Dataset(NamedTuple):
   num_classes: int
   augment: str
   ood_loader: Callable[[int], dict[str, "Split"] | None] | None = None
+  standardization: tuple[np.ndarray, np.ndarray] | None = None
 
   @property
   def streaming(self) -> bool:
@@ -37,6 +41,16 @@ class Dataset(NamedTuple):
   def steps_per_epoch(self, batch_size: int) -> int:
     """Full training batches per epoch; the remainder is dropped (a different one each epoch)."""
     return self.train.num_examples // batch_size
+
+  def describe(self) -> dict[str, Any]:
+    """What a model trained on this dataset needs to know of its inputs (the workdir's
+    data.json): `name`, `input_shape`, `num_classes` and the `standardization`'s
+    `mean` and `std` lists (None if unknown)."""
+    stats = None if self.standardization is None else {
+        "mean": np.asarray(self.standardization[0], np.float32).tolist(),
+        "std": np.asarray(self.standardization[1], np.float32).tolist()}
+    return {"name": self.name, "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes, "standardization": stats}
 
   @property
   def input_shape(self) -> tuple[int, ...]:

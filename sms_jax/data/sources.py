@@ -15,7 +15,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sms_jax.data import cache, tfds_source
-from sms_jax.data.arrays import Split, hold_out_validation, standardize
+from sms_jax.data.arrays import (Split, hold_out_validation, standardization_stats,
+                                 standardize_with)
 from sms_jax.data.dataset import Dataset
 
 RawSplits = tuple[Split, Split, int]  # (official train, official test, num_classes)
@@ -94,7 +95,9 @@ def _streams(dataset_config) -> Dataset:
   return Dataset(name=name, train=stream(f"train[{n_val}:{total}]", total - n_val),
                  val=stream(f"train[:{n_val}]", n_val),
                  test=stream("validation", builder.info.splits["validation"].num_examples),
-                 num_classes=builder.info.features["label"].num_classes, augment="none")
+                 num_classes=builder.info.features["label"].num_classes, augment="none",
+                 standardization=(np.float32(tfds_source.IMAGENET_MEAN),
+                                  np.float32(tfds_source.IMAGENET_STD)))
 
 
 VAL_SEED = 0  # Fixes which examples form the validation hold-out, for every run.
@@ -116,7 +119,8 @@ def load(dataset_config) -> Dataset:
   if dataset_config.num_train:
     train = Split(train.x[: dataset_config.num_train], train.y[: dataset_config.num_train])
   train, val = hold_out_validation(train, dataset_config.val_fraction, VAL_SEED)
-  train_x, val_x, test_x = standardize(train.x, train.x, val.x, test.x)
+  stats = standardization_stats(train.x)
+  train_x, val_x, test_x = standardize_with(stats, train.x, val.x, test.x)
   augment = source.augment if dataset_config.augment == "auto" else dataset_config.augment
   ood_loader = None
   if dataset_config.name == "cifar10":
@@ -126,4 +130,5 @@ def load(dataset_config) -> Dataset:
         data_dir, raw_train_x, severity=severity)
   return Dataset(name=dataset_config.name, train=Split(train_x, train.y),
                  val=Split(val_x, val.y), test=Split(test_x, test.y),
-                 num_classes=num_classes, augment=augment, ood_loader=ood_loader)
+                 num_classes=num_classes, augment=augment, ood_loader=ood_loader,
+                 standardization=stats)

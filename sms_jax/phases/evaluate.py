@@ -1,5 +1,6 @@
 """A phase's evaluation: soup its candidates, evaluate candidates, soup, best candidate by
-validation, prediction ensemble and OOD sets, count FLOPs and measure distances.
+validation, prediction ensemble and OOD sets, count FLOPs and measure distances. A phase of
+one candidate (m = 1: imp, imp_mx) has no soup: its record holds that one `model`.
 
 `PhaseEvaluator` computes logits; the metrics come from the pure functions of
 `sms_jax.evaluation`. It runs on a model and data of its own, so it is tested on its own.
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sms_jax import evaluation, soups
+from sms_jax import evaluation, report, soups
 from sms_jax.data import Dataset, Split
 from sms_jax.training import engine
 from sms_jax.training.evaluator import Evaluator
@@ -48,13 +49,10 @@ class PhaseEvaluator:
   def soup(self, stacked: TrainState, indices: Sequence[int]) -> TrainState:
     """The uniform soup of candidates `indices` of `stacked: [m, ...]`, its BatchNorm
     statistics recalibrated (one ingredient: that candidate, unchanged)."""
-    params = soups.uniform_soup(stacked.params, indices)
-    batch_stats = soups.uniform_soup(stacked.batch_stats, indices)
-    if len(indices) > 1:
-      batch_stats = soups.recalibrate_batch_stats(
-          self.model, params, batch_stats, soups.recalibration_batches(
-              self.dataset, self.bn_recalibration_frac, self.batch_size))
-    return evaluation_state(params, batch_stats)
+    soup = soups.soup_variables(
+        self.model, {"params": stacked.params, "batch_stats": stacked.batch_stats}, indices,
+        soups.recalibration_batches(self.dataset, self.bn_recalibration_frac, self.batch_size))
+    return evaluation_state(soup["params"], soup["batch_stats"])
 
   def ingredients(self, stacked: TrainState, val_accuracies: Sequence[float] | None,
                   method: str) -> list[int]:
@@ -70,10 +68,18 @@ class PhaseEvaluator:
           self.soup(stacked, idx), "val")["accuracy"])
     raise ValueError(f"unknown soup method {method!r}; allowed: {', '.join(soups.SOUP_METHODS)}")
 
+  def metrics(self, state: TrainState) -> dict[str, float | None]:
+    """`val_accuracy`, `val_loss` (None without a validation split), `test_accuracy`,
+    `test_loss`, `test_ece` and `test_mce` of one model."""
+    val, test = self.evaluator.evaluate(state, "val"), self.evaluator.evaluate(state, "test")
+    return {"val_accuracy": val.get("accuracy"), "val_loss": val.get("loss"),
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "test_ece": test["ece"], "test_mce": test["mce"]}
+
   def __call__(self, stacked: TrainState, masks: Any, *, val_accuracies: Sequence[float] | None,
                hparams: Sequence[dict[str, Any]],
                method: str) -> tuple[TrainState, dict[str, Any]]:
-    """Soups `stacked: [m, ...]` and evaluates everything.
+    """Soups `stacked: [m, ...]` and evaluates everything; with m = 1 evaluates the one model.
 
     Args:
       stacked: the trained candidates, all inside `masks`.
@@ -82,41 +88,60 @@ class PhaseEvaluator:
         and picks the best candidate); None without a validation split: then the record has
         no `best_candidate` (nothing ranks them) and the candidates' `val_accuracy` is None.
       hparams: each candidate's hyperparameters as run, for the record.
-      method: 'uniform' or 'greedy'.
+      method: 'uniform' or 'greedy' (unused for m = 1).
     Returns:
-      The soup, and the record: the soup's `sparsity`, `sparsity_all` and `layers`;
-      `candidates` (hparams, val and test accuracy), `soup`, `best_candidate`, `ensemble`,
-      `flops`, `distances`, `ood` and `eval_time_s`.
+      The model the phase hands on (the soup; for m = 1 the one model), and the record: its
+      `sparsity`, `sparsity_all` and `layers`; for m > 1 `candidates` (hparams, val and test
+      accuracy), `soup` (method, ingredients and `metrics`), `ensemble`, `distances` and
+      `best_candidate`; for m = 1 `model` (hparams and `metrics`) instead; then `flops`,
+      `ood` (of the model handed on) and `eval_time_s`.
     """
     tic = time.perf_counter()
+    if engine.num_candidates(stacked.params) == 1:
+      (member,) = engine.unstack(stacked)
+      model = evaluation_state(member.params, member.batch_stats)
+      record = {"model": {"hparams": hparams[0], **self.metrics(model)}}
+    else:
+      model, record = self.soup_and_candidates(stacked, val_accuracies, hparams, method)
+    ood = {name: self.evaluator.predict(model, split.x) for name, split in report.ticked(
+        list(self.ood_sets.items()), "evaluating on the OOD sets", "sets")}
+    record = {
+        **evaluation.sparsity_record(model.params, masks, self.paths), **record,
+        "flops": evaluation.flops_summary(evaluation.layer_flops(
+            self.model, {"params": model.params, "batch_stats": model.batch_stats},
+            self.dataset.input_shape)),
+        "ood": evaluation.ood_accuracies(ood, {k: s.y for k, s in self.ood_sets.items()}),
+        "eval_time_s": time.perf_counter() - tic,
+    }
+    return model, record
+
+  def soup_and_candidates(self, stacked: TrainState, val_accuracies: Sequence[float] | None,
+                          hparams: Sequence[dict[str, Any]],
+                          method: str) -> tuple[TrainState, dict[str, Any]]:
+    """The soup of `stacked: [m, ...]` (m > 1), and the record's `candidates`, `soup`,
+    `ensemble`, `distances` and `best_candidate` (see `__call__`)."""
     members = engine.unstack(stacked)
-    test = [self.evaluator.logits_and_labels(s, "test") for s in members]
+    test = [self.evaluator.logits_and_labels(s, "test")
+            for s in report.ticked(members, "evaluating the candidates", "candidates")]
     test_logits, test_labels = np.stack([logits for logits, _ in test]), test[0][1]
     test_acc = evaluation.candidate_accuracies(test_logits, test_labels)
     ingredients = self.ingredients(stacked, val_accuracies, method)
     soup = self.soup(stacked, ingredients)
-    soup_val = self.evaluator.evaluate(soup, "val")
-    soup_test = self.evaluator.evaluate(soup, "test")
     val_of = (lambda k: None) if val_accuracies is None else (lambda k: val_accuracies[k])
-    ood = {name: self.evaluator.predict(soup, split.x) for name, split in self.ood_sets.items()}
     record = {
-        **evaluation.sparsity_record(soup.params, masks, self.paths),
         "candidates": [{"hparams": h, "val_accuracy": val_of(k), "test_accuracy": test_acc[k]}
                        for k, h in enumerate(hparams)],
-        "soup": {"method": method, "ingredients": ingredients,
-                 "val_accuracy": soup_val.get("accuracy"), "val_loss": soup_val.get("loss"),
-                 "test_accuracy": soup_test["accuracy"], "test_loss": soup_test["loss"],
-                 "test_ece": soup_test["ece"], "test_mce": soup_test["mce"]},
+        "soup": {"method": method, "ingredients": ingredients, **self.metrics(soup)},
         "ensemble": {"test_accuracy": evaluation.ensemble_accuracy(test_logits, test_labels)},
-        "flops": evaluation.flops_summary(evaluation.layer_flops(
-            self.model, {"params": soup.params, "batch_stats": soup.batch_stats},
-            self.dataset.input_shape)),
         "distances": evaluation.candidate_distances(stacked.params, soup.params),
-        "ood": evaluation.ood_accuracies(ood, {k: s.y for k, s in self.ood_sets.items()}),
-        "eval_time_s": time.perf_counter() - tic,
     }
     if val_accuracies is not None:
       best = evaluation.best_candidate(val_accuracies)
       record["best_candidate"] = {"index": best, "val_accuracy": val_accuracies[best],
                                   "test_accuracy": test_acc[best]}
     return soup, record
+
+
+def outcome(record: dict[str, Any]) -> dict[str, Any]:
+  """The metrics of the model a phase record hands on: its `soup`, or for m = 1 its `model`."""
+  return record["soup"] if "soup" in record else record["model"]

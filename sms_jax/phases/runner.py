@@ -4,9 +4,9 @@ and evaluate; every phase resumable.
 Phase k prunes the current model (the previous soup, or the pretrained model) to its plan's
 target, trains the plan's m candidates from it as one stacked state (`engine.EpochRunner`)
 with a fresh optimizer (momentum 0) wrapped by the plan's sparsity updater, then soups and
-evaluates them (`PhaseEvaluator`); the soup is the next phase's model. Each phase is
-checkpointed when complete (the soup, its masks and the phase records), and the candidates
-every `checkpoint.every_epochs` epochs, so a killed run resumes mid-phase.
+evaluates them (`PhaseEvaluator`); the soup (m = 1: the one model) is the next phase's
+model. Each phase is checkpointed when complete (the soup, its masks and the phase records),
+and the candidates every `checkpoint.every_epochs` epochs, so a killed run resumes mid-phase.
 """
 
 import os
@@ -21,7 +21,7 @@ import numpy as np
 from sms_jax import checkpoints, models, parallel, plots, pretraining, report, sparsity
 from sms_jax import config as config_lib
 from sms_jax.data import Dataset, corruptions
-from sms_jax.phases.evaluate import PhaseEvaluator
+from sms_jax.phases.evaluate import PhaseEvaluator, outcome
 from sms_jax.phases.plan import Candidate, Model, PhasePlan, candidate_names
 from sms_jax.sparsity import masks as masks_lib, registry
 from sms_jax.training import engine, loop, retrain, state as state_lib
@@ -89,7 +89,9 @@ class PhaseRunner:
             "retrain_epochs": candidate.retrain_epochs}
 
   def run_phase(self, plan: PhasePlan, current: Model) -> tuple[Model, dict[str, Any]]:
-    """Prunes `current`, retrains, soups and evaluates; returns the soup and the record."""
+    """Prunes `current`, retrains, soups and evaluates; returns the soup (m = 1: the model)
+    and the record, whose scalars (`phase_scalars`) go to TensorBoard at the phase's last
+    epoch on the experiment's axis (where its candidates' last epoch is)."""
     masks, params, norm_drop = self.prune(current, plan)
     peak_scale = self.peak_scale(current, plan, norm_drop)
     report.log(f"phase {plan.phase}/{self.config.prune.n_phases}: pruned to sparsity "
@@ -105,6 +107,7 @@ class PhaseRunner:
         method=self.config.soup.method if self.m > 1 else "uniform")
     record = {"phase": plan.phase, "target_sparsity": plan.target_sparsity, **evaluated,
               "train_time_s": train_time, "relative_norm_drop": norm_drop, "history": history}
+    self.scalars.write(plan.first_epoch + plan.epochs, phase_scalars(record))
     return Model(soup.params, soup.batch_stats, masks), record
 
   def train(self, plan: PhasePlan, start: Model, updater: sparsity.Updater, peak_scale: float
@@ -144,7 +147,7 @@ class PhaseRunner:
           scalars=self.scalars, scalar_prefix=f"phase{plan.phase}/",
           scalar_offset=plan.first_epoch,
           describe_state=lambda s: pretraining.describe_state(s, with_sparsity=False),
-          candidate_names=candidate_names(plan.candidates))
+          candidate_names=candidate_names(plan.candidates), stage=plan.phase)
     finally:
       checkpointer.close()
     return parallel.to_local(stacked), history, elapsed
@@ -210,14 +213,49 @@ def _common_masks(stacked: state_lib.TrainState, masks: Any, updater: sparsity.U
   return common
 
 
-def _log_phase(record: dict[str, Any]) -> None:
+def phase_scalars(record: dict[str, Any]) -> dict[str, float | None]:
+  """A phase record's TensorBoard scalars, under `phases/`: the test accuracy, validation
+  accuracy and ECE of the model it hands on (the soup; m = 1: the model), its sparsity, the
+  best candidate's and the ensemble's test accuracy (m > 1) and each OOD accuracy."""
+  model = outcome(record)
+  scalars = {"phases/test_accuracy": model["test_accuracy"],
+             "phases/val_accuracy": model["val_accuracy"], "phases/test_ece": model["test_ece"],
+             "phases/sparsity": record["sparsity"]}
+  for key in ("best_candidate", "ensemble"):
+    if key in record:
+      scalars[f"phases/{key}_test_accuracy"] = record[key]["test_accuracy"]
+  scalars.update({f"phases/ood/{name}": value for name, value in record["ood"].items()})
+  return scalars
+
+
+def _log_phase(record: dict[str, Any], names: list[str]) -> None:
+  """Logs the phase's result; a greedy soup's accepted candidates (`names`, one each)."""
+  head = (f"phase {record['phase']}: sparsity {record['sparsity']:.4f} (target "
+          f"{record['target_sparsity']:.4f})")
+  if "model" in record:
+    report.log(f"{head}  model test {record['model']['test_accuracy']:.4f}")
+    return
   cands = [c["test_accuracy"] for c in record["candidates"]]
   best = record.get("best_candidate")  # Absent without a validation split.
   best_text = f"  best-by-val {best['test_accuracy']:.4f}" if best else ""
-  report.log(f"phase {record['phase']}: sparsity {record['sparsity']:.4f} (target "
-             f"{record['target_sparsity']:.4f})  soup test {record['soup']['test_accuracy']:.4f}"
+  report.log(f"{head}  soup test {record['soup']['test_accuracy']:.4f}"
              f"  candidates {min(cands):.4f}-{max(cands):.4f}{best_text}  ensemble "
              f"{record['ensemble']['test_accuracy']:.4f}")
+  soup = record["soup"]
+  if soup["method"] == "greedy":
+    report.log(f"phase {record['phase']}: greedy soup of {len(soup['ingredients'])} of "
+               f"{len(cands)} candidates: {', '.join(names[k] for k in soup['ingredients'])}")
+
+
+def _final_line(final: dict[str, Any], reference: dict[str, Any], start: str) -> str:
+  """`final: test_accuracy 0.8980 (dense 0.9320, -3.40 points)  val_accuracy ...`, against
+  the model the phases started from (`reference`: its metrics; `start`: what it was)."""
+  test, before = final["test_accuracy"], reference.get("test_accuracy")
+  against = (f" ({start} {before:.4f}, {100 * (test - before):+.2f} points)"
+             if before is not None else "")
+  rest = "  ".join(f"{k} {v:.4f}" for k, v in final.items()
+                   if v is not None and k != "test_accuracy")
+  return f"final: test_accuracy {test:.4f}{against}  {rest}"
 
 
 def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m: int,
@@ -233,7 +271,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     pretrain_epochs: stop pretraining after this many epochs (default: train.epochs).
   Returns:
     The results' strategy part: pretraining `history`, `dense` (its val/test metrics),
-    `phases` (one record per phase), `final` (the last soup's metrics and sparsity).
+    `phases` (one record per phase), `final` (the metrics and sparsity of the last phase's
+    soup, or for m = 1 its model). Plots (`plots.write_plots`) are rewritten after each phase.
   """
   scalars = report.ScalarWriter(workdir)
   try:
@@ -244,7 +283,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     state = pretrained.state
     current = Model(state.params, state.batch_stats, pretrained.masks)
     records, elapsed = [], pretrained.train_time_s
-    phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), 1,
+    phase_ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "phases"), None,
                                           config_lib.run_identity(config))
     try:
       restored = phase_ckpt.restore_latest(current)
@@ -258,10 +297,12 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
         current, record = runner.run_phase(plan, current)
         records.append(record)
         elapsed += record["train_time_s"]
-        phase_ckpt.save(plan.phase, current, {"phases": records, "elapsed_s": elapsed})
+        with report.interrupts_deferred():  # A Ctrl-C waits for the phase's checkpoint.
+          phase_ckpt.save(plan.phase, current, {"phases": records, "elapsed_s": elapsed})
         shutil.rmtree(runner.candidate_dir(plan.phase), ignore_errors=True)
-        _log_phase(record)
-        plots.write_plots({"phases": records, "dense": dense_metrics},
+        _log_phase(record, candidate_names(plan.candidates))
+        plots.write_plots({"config": config, "history": pretrained.history,
+                           "dense": dense_metrics, **pretrained.init_mask, "phases": records},
                           os.path.join(workdir, "plots"))
     finally:
       phase_ckpt.close()
@@ -269,10 +310,11 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     scalars.close()
 
   last = records[-1]
-  final = {k: last["soup"][k] for k in ("val_accuracy", "val_loss", "test_accuracy",
-                                        "test_loss", "test_ece", "test_mce")}
+  final = {k: outcome(last)[k] for k in ("val_accuracy", "val_loss", "test_accuracy",
+                                          "test_loss", "test_ece", "test_mce")}
   final.update(sparsity=last["sparsity"], sparsity_all=last["sparsity_all"])
-  report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items() if v is not None))
+  report.log(_final_line(final, dense_metrics,
+                         "sparse start" if pretrained.init_mask else "dense"))
   return {"history": pretrained.history, "dense": dense_metrics, **pretrained.init_mask,
           "phases": records, "final": final, "train_time_s": elapsed,
           "num_params": state_lib.count_params(current.params)}

@@ -43,8 +43,11 @@ def _register(name: str, m, length_factor, help_: str) -> None:
     return max(c.retrain_epochs for c in plan_lib.candidates(
         config, m(config), config.retrain.epochs_per_phase * length_factor(config), 1.0))
 
+  def planned_epochs(config):
+    return [(config.train.epochs, 1)] + [(phase_epochs(config), m(config))] * config.prune.n_phases
+
   register(Strategy(name, run, candidates=m, check=pruning.check_goal_sparsity,
-                    phase_epochs=phase_epochs, help=help_))
+                    phase_epochs=phase_epochs, planned_epochs=planned_epochs, help=help_))
 
 
 _register("imp", lambda config: 1, lambda config: 1,

@@ -1,4 +1,5 @@
-"""The strategy registry: name -> what runs it, its candidates per phase, its config check.
+"""The strategy registry: name -> what runs it, its candidates per phase, its config check,
+the epochs it plans to train.
 
 Strategy modules register themselves at import (`register`); `sms_jax.strategies` imports
 them all. A strategy never imports another: each is built from the shared parts
@@ -28,13 +29,18 @@ class Strategy:
       (`pretraining.check_start`).
     phase_epochs: `config -> epochs`, the longest retraining phase after pretraining, whose
       steps count from 0 (0: none), for the step-count bound (`config.check_against_dataset`).
-    help: one line for the README and errors.
+    planned_epochs: `config -> [(epochs, candidates)]`, the stages it trains in order
+      (pretraining, then each phase), for the run's progress and ETA
+      (`report.RunProgress`); default: one model for train.epochs.
+    help: one line for the README, `--help` and errors.
   """
   name: str
   run: RunFn
   candidates: Callable[[ml_collections.ConfigDict], int] = lambda config: 1
   check: Callable[..., str | None] = lambda config, start_sparsity=None: None
   phase_epochs: Callable[[ml_collections.ConfigDict], int] = lambda config: 0
+  planned_epochs: Callable[[ml_collections.ConfigDict], list[tuple[int, int]]] = (
+      lambda config: [(config.train.epochs, 1)])
   help: str = ""
 
 

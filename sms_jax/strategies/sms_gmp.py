@@ -7,8 +7,9 @@ first; phase k prunes the current model to the schedule's sparsity at its epoch,
 soup.m candidates from it until the next update (the last phase: until train.epochs), going
 on with the training learning-rate schedule (fresh momentum), and soups them; the next phase
 starts from the soup. Candidates differ as in `sms` (seed, weight_decay, learning_rate: the
-peak of the schedule they continue). Its `dense` results entry is the model before the first
-mask update.
+peak of the schedule they continue); with soup.m = 1 each phase trains one model (its record
+holds that `model`, no soup). Its `dense` results entry is the model before the first mask
+update.
 """
 
 import ml_collections
@@ -69,5 +70,12 @@ def run(config, dataset, workdir):
                     pretrain_epochs=phase_epochs(config)[0])
 
 
+def planned_epochs(config: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+  """One model up to the first mask update, then soup.m candidates from each to the next."""
+  epochs = phase_epochs(config) + [config.train.epochs]
+  return [(epochs[0], 1)] + [(b - a, config.soup.m) for a, b in zip(epochs, epochs[1:])]
+
+
 register(Strategy("sms_gmp", run, candidates=lambda config: config.soup.m, check=check,
+                  planned_epochs=planned_epochs,
                   help="SMS between the mask updates of gradual magnitude pruning"))

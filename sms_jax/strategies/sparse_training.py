@@ -7,12 +7,13 @@ name: `gmp` (gradual magnitude pruning from the start mask to `prune.goal_sparsi
 """
 
 import functools
+import os
 import time
 from typing import Any
 
 import ml_collections
 
-from sms_jax import evaluation, models, pretraining, report, sparsity
+from sms_jax import evaluation, models, plots, pretraining, report, sparsity
 from sms_jax.data import Dataset
 from sms_jax.sparsity import registry
 from sms_jax.strategies.registry import Strategy, register
@@ -25,7 +26,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *,
 
   Returns the results' strategy part: `history` (with each epoch's mask `sparsity`),
   `updater` (what it did, e.g. gmp's update steps and sparsities), `final` (val/test
-  metrics, `sparsity`, `sparsity_all`), `layers` and `flops` of the final model.
+  metrics, `sparsity`, `sparsity_all`), `layers` and `flops` of the final model. Writes the
+  plots of `plots.write_plots` (per-layer sparsity; accuracy and sparsity against epochs).
   """
   scalars = report.ScalarWriter(workdir)
   try:
@@ -40,7 +42,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *,
                                       models.param_paths(pretrained.model, dataset.input_shape))
   final.update(sparsity=record["sparsity"], sparsity_all=record["sparsity_all"])
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
-  return {
+  results = {
       "history": pretrained.history, **pretrained.init_mask,
       "updater": pretrained.updater.describe(), "final": final, "layers": record["layers"],
       "flops": evaluation.flops_summary(evaluation.layer_flops(
@@ -48,6 +50,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *,
           dataset.input_shape)),
       "train_time_s": pretrained.train_time_s, "eval_time_s": time.perf_counter() - tic,
       "num_params": state_lib.count_params(state.params)}
+  plots.write_plots({"config": config, **results}, os.path.join(workdir, "plots"))
+  return results
 
 
 for _name, _registration in registry.UPDATERS.items():

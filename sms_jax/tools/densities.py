@@ -6,19 +6,36 @@
 Prints a table (layer, shape, size, density, nonzero) in forward order and the achieved global
 density (exact nonzero counts, `round(density_l * size_l)`); with --json one JSON object:
 {"model", "distribution", "density", "achieved_density", "layers": [{"name", "shape", "size",
-"density"}, ...]}. Nothing is trained and no data is loaded: shapes are traced abstractly.
+"density", "nonzero"}, ...], "warnings": [...]}. Nothing is trained and no data is loaded:
+shapes are traced abstractly.
+
+A layer is nearly empty when it keeps fewer weights than it has outputs (its kernel's last
+axis: output channels, or the classifier's classes): then at least `outputs - nonzero` of
+them get no weight at all (dead channels; classes predicted from their bias alone). Each such
+layer is one warning line on stderr and an entry of "warnings" ({"layer", "nonzero", "size",
+"outputs", "message"}). Flags are absl flags, as `sms_jax.main`'s; a bad one is one line on
+stderr and exit code 2.
 """
 
-import argparse
 import json
 import sys
 from typing import Any
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 
 from sms_jax import data, models
 from sms_jax.sparsity import distributions, masks
+from sms_jax.tools import cli
+
+_ALLOWED = {  # What each flag allows, for help and errors.
+    "model": models.MODEL_NAMES_HELP,
+    "dataset": ", ".join(data.DATASETS),
+    "distribution": ", ".join(distributions.DISTRIBUTIONS),
+    "density": "a number in (0, 1]",
+    "json": "--json or --nojson",
+}
 
 
 def prunable_kernels(model_name: str, dataset_name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -34,6 +51,21 @@ def prunable_kernels(model_name: str, dataset_name: str) -> list[tuple[str, tupl
           if masks.is_kernel(name, flat[name])]
 
 
+def nearly_empty(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The warnings for `layers` (`[{'name', 'shape', 'size', 'nonzero', ...}]`): one per layer
+  that keeps fewer weights than its outputs (`shape[-1]`), see the module docstring."""
+  out = []
+  for layer in layers:
+    outputs, nonzero = layer["shape"][-1], layer["nonzero"]
+    if nonzero < outputs:
+      out.append({"layer": layer["name"], "nonzero": nonzero, "size": layer["size"],
+                  "outputs": outputs, "message": (
+                      f"{layer['name']} keeps {nonzero} of {layer['size']} weights, fewer than "
+                      f"its {outputs} outputs: at least {outputs - nonzero} of them get no "
+                      "weight at all")})
+  return out
+
+
 def density_report(model_name: str, dataset_name: str, distribution: str,
                    density: float) -> dict[str, Any]:
   """The JSON object that `--json` prints."""
@@ -42,12 +74,12 @@ def density_report(model_name: str, dataset_name: str, distribution: str,
   layer_densities = distributions.layer_densities(shapes, distribution, density)
   counts = distributions.layer_counts(shapes, layer_densities)
   sizes = [int(jnp.prod(jnp.asarray(s))) for s in shapes]
+  layers = [{"name": name, "shape": list(shape), "size": size, "density": float(d),
+             "nonzero": count}
+            for (name, shape), size, d, count in zip(kernels, sizes, layer_densities, counts)]
   return {"model": model_name, "distribution": distribution, "density": density,
-          "achieved_density": sum(counts) / sum(sizes),
-          "layers": [{"name": name, "shape": list(shape), "size": size, "density": float(d),
-                      "nonzero": count}
-                     for (name, shape), size, d, count in zip(kernels, sizes, layer_densities,
-                                                              counts)]}
+          "achieved_density": sum(counts) / sum(sizes), "layers": layers,
+          "warnings": nearly_empty(layers)}
 
 
 def _table(report: dict[str, Any]) -> str:
@@ -64,35 +96,58 @@ def _table(report: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _flag_values() -> flags.FlagValues:
+  """The tool's flags, fresh for each parse (absl keeps values between parses)."""
+  values = flags.FlagValues()
+  flags.DEFINE_string("model", None, f"the model: {_ALLOWED['model']}", flag_values=values)
+  flags.DEFINE_string("dataset", "cifar10", f"its dataset (input shape, classes): "
+                      f"{_ALLOWED['dataset']}", flag_values=values)
+  flags.DEFINE_string("distribution", "erk", f"the density distribution: "
+                      f"{_ALLOWED['distribution']}", flag_values=values)
+  flags.DEFINE_float("density", None, f"the global density: {_ALLOWED['density']}",
+                     flag_values=values)
+  flags.DEFINE_boolean("json", False, "print one JSON object instead of the table",
+                       flag_values=values)
+  return values
+
+
+def _problem(values: flags.FlagValues) -> str | None:
+  """What is wrong with the parsed flags' values, in one line; None if nothing."""
+  if values.dataset not in data.DATASETS:
+    return f"--dataset={values.dataset} is not allowed; allowed: {_ALLOWED['dataset']}"
+  if not models.is_known_model(values.model):
+    return f"--model={values.model} is not allowed; allowed: {_ALLOWED['model']}"
+  if values.distribution not in distributions.DISTRIBUTIONS:
+    return (f"--distribution={values.distribution} is not allowed; allowed: "
+            f"{_ALLOWED['distribution']}")
+  if not 0.0 < values.density <= 1.0:
+    return f"--density={values.density:g} is not allowed; allowed: {_ALLOWED['density']}"
+  return None
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", required=True, help=models.MODEL_NAMES_HELP)
-  parser.add_argument("--dataset", default="cifar10", help=", ".join(data.DATASETS))
-  parser.add_argument("--distribution", default="erk", help=", ".join(
-      distributions.DISTRIBUTIONS))
-  parser.add_argument("--density", type=float, required=True, help="global density in (0, 1]")
-  parser.add_argument("--json", action="store_true", help="print one JSON object")
-  args = parser.parse_args(argv)
-  problem = None
-  if args.dataset not in data.DATASETS:
-    problem = f"--dataset={args.dataset} is not allowed; allowed: {', '.join(data.DATASETS)}"
-  elif not models.is_known_model(args.model):
-    problem = f"--model={args.model} is not allowed; allowed: {models.MODEL_NAMES_HELP}"
-  elif args.distribution not in distributions.DISTRIBUTIONS:
-    problem = (f"--distribution={args.distribution} is not allowed; allowed: "
-               f"{', '.join(distributions.DISTRIBUTIONS)}")
-  elif not 0.0 < args.density <= 1.0:
-    problem = f"--density={args.density} is not allowed; allowed: a number in (0, 1]"
+  """Runs the tool on `argv` (the flags, without the program name; default: sys.argv[1:]);
+  returns the exit code: 0, or 2 for a bad flag (one line on stderr)."""
+  argv = sys.argv[1:] if argv is None else argv
+  if cli.wants_help(argv):
+    print(f"{__doc__}\nflags:\n{_flag_values().get_help()}")
+    return 0
+  values, problem = cli.parse("densities", argv, _flag_values(), _ALLOWED,
+                              required=("model", "density"))
+  problem = problem or _problem(values)
   if problem is None:
     try:
-      report = density_report(args.model, args.dataset, args.distribution, args.density)
+      report = density_report(values.model, values.dataset, values.distribution,
+                              values.density)
     except Exception as error:  # pylint: disable=broad-except
-      problem = (f"--model={args.model} cannot take {args.dataset} inputs "
+      problem = (f"--model={values.model} cannot take {values.dataset} inputs "
                  f"({type(error).__name__}: {str(error).splitlines()[0][:120]})")
   if problem is not None:
     print(f"densities: {problem}", file=sys.stderr)
     return 2
-  print(json.dumps(report) if args.json else _table(report))
+  for warning in report["warnings"]:
+    print(f"densities: warning: {warning['message']}", file=sys.stderr)
+  print(json.dumps(report) if values.json else _table(report))
   return 0
 
 

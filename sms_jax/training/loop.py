@@ -86,7 +86,7 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
         images_per_epoch: int, scalars: report.ScalarWriter | None = None,
         scalar_prefix: str = "", scalar_offset: int = 0,
         describe_state: Callable[[TrainState], dict[str, Any]] = lambda state: {},
-        candidate_names: list[str] | None = None,
+        candidate_names: list[str] | None = None, stage: int = 0,
         log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
   """Trains `state` for `epochs` epochs of `run_epoch`, resuming from `checkpointer` if it can.
 
@@ -98,7 +98,9 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
   `every_epochs` epochs and after the last; its metadata holds the history and the elapsed
   training time. TensorBoard scalars go to `scalar_prefix + name` at step
   `scalar_offset + epoch`. A stacked state's `candidate_names` (e.g. 'candidate 2
-  (learning_rate=4)') name the candidates in errors.
+  (learning_rate=4)') name the candidates in errors. Each epoch's line shows the progress and
+  ETA of the whole run (`report.run_progress()`, of which this is stage `stage`: 0 for
+  pretraining, k for phase k), or of this call alone outside a run.
 
   Returns:
     (state, history, elapsed_s): the final state, one record per epoch, and the wall time
@@ -107,21 +109,25 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
     NonFiniteLossError: the training loss of an epoch, or the state to be checkpointed, was
       NaN or infinite (the checkpoints written before are kept).
   """
+  progress = report.run_progress()
+  if progress is None:  # Not inside a run: this call's own progress.
+    progress, stage = report.RunProgress([(epochs, 1)], images_per_epoch), 0
   history, elapsed_before, start_epoch = [], 0.0, 0
   restored = checkpointer.restore_latest(state)
   if restored is not None:
     start_epoch, state, meta = restored
     history, elapsed_before = meta["history"], meta["elapsed_s"]
     log(f"resumed from checkpoint at epoch {start_epoch} in {checkpointer.directory}")
+  progress.resume(stage, min(start_epoch, epochs))
   if start_epoch >= epochs:
     return state, history, elapsed_before
 
-  begin, epoch_times, saved_epoch = time.perf_counter(), [], start_epoch or None
+  begin, saved_epoch = time.perf_counter(), start_epoch or None
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
     state, step_metrics = run_epoch(state, epoch)
     record = {**epoch_record(epoch + 1, step_metrics), **describe_state(state)}
-    epoch_times.append(time.perf_counter() - tic)
+    train_s = time.perf_counter() - tic
     bad_loss = _non_finite_losses(step_metrics, candidate_names)
     if bad_loss:
       raise _non_finite_error(f"training loss became {bad_loss} in epoch {epoch + 1}",
@@ -130,15 +136,17 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
       record.update({f"val_{k}": v for k, v in evaluate(state).items()})
     record["time_s"] = time.perf_counter() - tic
     history.append(record)
-    eta = np.mean(epoch_times) * (epochs - epoch - 1)
-    log(report.epoch_line(epoch + 1, epochs, record, images_per_epoch / epoch_times[-1], eta))
+    progress.epoch_trained(stage)
+    log(report.epoch_line(epoch + 1, epochs, record, images_per_epoch / train_s,
+                          progress.eta_s(), progress.fraction()))
     if scalars is not None:
       scalars.write(scalar_offset + epoch + 1,
                     {scalar_prefix + k: v for k, v in record.items() if k != "epoch"})
     if (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
       elapsed = elapsed_before + time.perf_counter() - begin
       try:
-        checkpointer.save(epoch + 1, state, {"history": history, "elapsed_s": elapsed})
+        with report.interrupts_deferred():  # A Ctrl-C lets the checkpoint complete first.
+          checkpointer.save(epoch + 1, state, {"history": history, "elapsed_s": elapsed})
       except checkpoints.NonFiniteStateError as error:
         where = (f" of {', '.join(_non_finite_candidates(state, candidate_names))}"
                  if candidate_names else "")

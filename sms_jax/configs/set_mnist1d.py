@@ -8,7 +8,7 @@ never changes. `--config.strategy=dense` trains the same start mask without regr
 (static sparse training), the baseline SET improves on. `:quick` is a smoke test.
 """
 
-from configs import default, mnist1d
+from sms_jax.configs import default, mnist1d
 
 
 def get_config(arg: str = ""):

@@ -11,7 +11,7 @@ OOD evaluation when prepared.
 `--config=configs/sms_cifar10.py:resnet56` selects another depth; `:quick` a smoke test.
 """
 
-from configs import cifar10
+from sms_jax.configs import cifar10
 
 
 def get_config(arg: str = ""):

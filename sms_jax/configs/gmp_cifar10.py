@@ -10,7 +10,7 @@ this project's choice; REFERENCE.md gives none.
 m = 3 candidates between them); `:quick` is a smoke test.
 """
 
-from configs import cifar10, default
+from sms_jax.configs import cifar10, default
 
 
 def get_config(arg: str = ""):

@@ -5,7 +5,7 @@ Standard recipe (Goyal et al. 2017): SGD with Nesterov momentum 0.9, batch 256, 
 90 epochs, label smoothing 0.1. The input streams from TFDS (`sms_jax.data.tfds_source`).
 """
 
-from configs import default
+from sms_jax.configs import default
 
 
 def get_config():

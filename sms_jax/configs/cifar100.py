@@ -5,7 +5,7 @@ weight decay 5e-4, peak learning rate 0.1 decayed 10x at 50% and 75% of 200 epoc
 crop + flip. `--config=configs/cifar100.py:wrn16_8` selects another width/depth.
 """
 
-from configs import default
+from sms_jax.configs import default
 
 
 def get_config(arg: str = ""):

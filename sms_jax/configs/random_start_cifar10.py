@@ -8,7 +8,7 @@ that is about 15 levels; 15 phases of 10 LLR epochs here). Needs `tfds build cif
 `:quick` is a smoke test.
 """
 
-from configs import cifar10, default
+from sms_jax.configs import cifar10, default
 
 
 def get_config(arg: str = ""):

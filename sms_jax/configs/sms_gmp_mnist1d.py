@@ -11,7 +11,7 @@ ended about 3 points below GMP, 12 within half a point of it (bench/gmp_mnist1d.
 a smoke test.
 """
 
-from configs import default, mnist1d
+from sms_jax.configs import default, mnist1d
 
 
 def get_config(arg: str = ""):

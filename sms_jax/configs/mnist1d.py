@@ -7,7 +7,7 @@ Baselines: --config.strategy=imp (one lineage), imp_mx (m times longer retrainin
 A short variant for smoke tests: --config=configs/mnist1d.py:quick
 """
 
-from configs import default
+from sms_jax.configs import default
 
 
 def get_config(arg: str = ""):

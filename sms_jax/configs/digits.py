@@ -3,7 +3,7 @@
 Run: python -m sms_jax.main --config=configs/digits.py
 """
 
-from configs import default
+from sms_jax.configs import default
 
 
 def get_config(arg: str = ""):

@@ -6,7 +6,7 @@ learning rate 0.1 decayed 10x at 50% and 75% of 200 epochs, random crop + flip.
 `--config=configs/cifar10.py:resnet56` selects another depth.
 """
 
-from configs import default
+from sms_jax.configs import default
 
 
 def get_config(arg: str = ""):

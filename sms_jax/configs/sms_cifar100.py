@@ -8,7 +8,7 @@ per phase are this project's choice where REFERENCE.md gives none.
 `--config=configs/sms_cifar100.py:wrn16_8` selects another network; `:quick` a smoke test.
 """
 
-from configs import cifar100, sms_cifar10
+from sms_jax.configs import cifar100, sms_cifar10
 
 
 def get_config(arg: str = ""):

@@ -7,7 +7,7 @@ revived). `--config.init_mask.distribution=erk|er|uniform|pyramidal` compares di
 `--config.strategy=imp` runs plain IMP from the same mask; `:quick` is a smoke test.
 """
 
-from configs import mnist1d
+from sms_jax.configs import mnist1d
 
 
 def get_config(arg: str = ""):
