@@ -153,8 +153,10 @@ class RunProgress:
 
   Work is counted in images: a stage of `epochs` epochs of `candidates` candidates is
   `epochs * candidates * images_per_epoch`. The ETA is the time per image measured in this
-  process (from its start: compilation and evaluation included) times the images left; work
-  restored from checkpoints counts as done, not towards that rate.
+  process times the images left: from the end of its first epoch (which compiles the training
+  programs: on the demo's 60 epochs it alone would make the first ETAs ten times too long)
+  once there is a second, evaluation and later compilations included. Work restored from
+  checkpoints counts as done, not towards that rate.
 
   Args:
     stages: `[(epochs, candidates)]` in the order the run trains them (stage 0: pretraining,
@@ -171,6 +173,7 @@ class RunProgress:
     self.total = self._before[-1]
     self._clock, self._start = clock, clock()
     self.done, self._trained_here = 0, 0
+    self._first = None  # (time, images trained here) at the end of this process's 1st epoch.
 
   def _stage_images(self, stage: int) -> int:
     return self._epoch_images[min(stage, len(self._epoch_images) - 1)]
@@ -185,6 +188,8 @@ class RunProgress:
     """One epoch of stage `stage` was trained in this process."""
     self.done += self._stage_images(stage)
     self._trained_here += self._stage_images(stage)
+    if self._first is None:
+      self._first = (self._clock(), self._trained_here)
 
   def fraction(self) -> float:
     """The share of the run's images done, in [0, 1]."""
@@ -194,7 +199,8 @@ class RunProgress:
     """Seconds until the run's training ends, at this process's rate (0 before any epoch)."""
     if not self._trained_here:
       return 0.0
-    seconds_per_image = (self._clock() - self._start) / self._trained_here
+    start, images = (self._start, 0) if self._trained_here == self._first[1] else self._first
+    seconds_per_image = (self._clock() - start) / (self._trained_here - images)
     return seconds_per_image * max(0, self.total - self.done)
 
 

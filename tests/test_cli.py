@@ -97,6 +97,9 @@ def test_run_progress_counts_the_whole_run_and_resumed_work_as_done():
   assert progress.eta_s() == pytest.approx(16.0)
   progress.resume(2, 0)  # Phase 2 starts: nothing skipped.
   assert progress.done == 1100
+  clock[0] = 10.0  # The next 400 images in 2 s: the first epoch's compilation is left out.
+  progress.epoch_trained(2)
+  assert progress.eta_s() == pytest.approx(400 * 2.0 / 400)
 
 
 def test_planned_epochs_follow_the_strategies_phases():
