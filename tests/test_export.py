@@ -25,6 +25,7 @@ def sms_run(tmp_path_factory):
   config.prune.n_phases = 2
   config.retrain.epochs_per_phase = 2
   config.soup.m = 2
+  config.ood.severity = 0  # Not under test here: its programs would only cost compile time.
   workdir = str(tmp_path_factory.mktemp("sms_run"))
   return workdir, experiment.run(config, workdir)
 
@@ -112,6 +113,7 @@ def test_sparse_start_without_phases_exports_the_masks_of_its_optimizer(tmp_path
   config.strategy = "dense"
   config.init_mask.distribution = "erk"
   config.init_mask.density = 0.2
+  config.ood.severity = 0
   workdir = str(tmp_path / "run")
   results = experiment.run(config, workdir)
   summary = export.export_run(workdir)
