@@ -33,7 +33,8 @@ def main() -> None:
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   _, test, _ = sources.DATASETS["mnist1d"].load("")
-  print("| phase | sparsity | file | dense float32 | ratio | run's test accuracy | loaded | equal |")
+  print("| phase | sparsity | file | dense float32 | ratio | run's test accuracy | loaded "
+        "| equal |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for phase in range(len(results["phases"]) + 1):
     summary = export.export_run(workdir, os.path.join(workdir, f"bench_phase{phase}.sms"),

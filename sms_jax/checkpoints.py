@@ -84,6 +84,17 @@ def _checksums(leaves: list[tuple[str, np.ndarray]]) -> dict[str, int]:
           for name, value in leaves}
 
 
+def _mismatches(leaves: list[tuple[str, np.ndarray]], meta: dict[str, Any],
+                integrity: dict[str, Any]) -> list[str]:
+  """The leaves of `_host_leaves(...)` (and 'its metadata') whose checksums are not the ones
+  `integrity` recorded."""
+  recorded = integrity.get("crc32", {})
+  damaged = [name for name, crc in _checksums(leaves).items() if crc != recorded.get(name)]
+  if _meta_checksum(meta) != integrity.get("meta_crc32"):
+    damaged.append("its metadata")
+  return damaged
+
+
 def _meta_checksum(meta: dict[str, Any]) -> int:
   """CRC-32 of `meta` as canonical JSON."""
   return zlib.crc32(json.dumps(meta, sort_keys=True).encode())
@@ -255,10 +266,7 @@ class Checkpointer:
                               f"{str(error).splitlines()[0][:200]})")
         continue
       leaves = _host_leaves(restored.state)
-      damaged = [name for name, crc in _checksums(leaves).items()
-                 if crc != integrity["crc32"][name]]
-      if _meta_checksum(restored.meta) != integrity["meta_crc32"]:
-        damaged.append("its metadata")
+      damaged = _mismatches(leaves, restored.meta, integrity)
       if damaged:
         self._set_aside(step, f"damaged (the values of {damaged[0]} do not match their checksum)")
         continue
@@ -380,11 +388,8 @@ def read_verified(directory: str, step: int | None = None) -> tuple[int, Any, di
     raise CheckpointError(f"{where} has integrity format {integrity.get('format')!r}; this "
                           f"sms_jax reads {_INTEGRITY_FORMAT}")
   state = jax.tree.map(np.asarray, restored.state)
-  leaves = _host_leaves(state)
-  damaged = [name for name, crc in _checksums(leaves).items()
-             if crc != integrity.get("crc32", {}).get(name)]
-  if damaged or _meta_checksum(meta) != integrity.get("meta_crc32"):
-    raise CheckpointError(f"{where} is damaged (the values of "
-                          f"{damaged[0] if damaged else 'its metadata'} do not match their "
+  damaged = _mismatches(_host_leaves(state), meta, integrity)
+  if damaged:
+    raise CheckpointError(f"{where} is damaged (the values of {damaged[0]} do not match their "
                           "checksum)")
   return step, state, meta

@@ -22,6 +22,7 @@ import numpy as np
 
 from sms_jax import __version__, artifact, checkpoints
 from sms_jax.phases.evaluate import outcome
+from sms_jax.sparsity.updater import SparsityState
 
 __all__ = ["ExportError", "export_run"]
 
@@ -44,10 +45,10 @@ def _read_json(workdir: str, name: str) -> dict[str, Any] | None:
 
 
 def _find_masks(tree: Any) -> Any:
-  """The masks inside a saved optimizer state (a sparsity updater's state: a dict with
-  `steps`, `masks` and `inner`), or None if it has none (a dense run)."""
+  """The masks inside a saved optimizer state (a sparsity updater's `SparsityState`, saved as
+  a dict of its fields), or None if it has none (a dense run)."""
   if isinstance(tree, dict):
-    if {"steps", "masks", "inner"} <= set(tree):
+    if set(SparsityState._fields) <= set(tree):
       return tree["masks"]
     children = tree.values()
   elif isinstance(tree, (list, tuple)):

@@ -41,6 +41,7 @@ from ml_collections import config_flags
 
 from sms_jax import config as config_lib
 from sms_jax import config_files
+from sms_jax.tools import cli
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -62,8 +63,6 @@ _CONFIG_HELP = flags.DEFINE_boolean(
     "config_help", False,
     "Print every config key with its default and allowed values, then exit.")
 flags.mark_flag_as_required("config")
-
-_HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort")
 
 
 def _fail(message: str, code: int = 2):
@@ -173,7 +172,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   `--help` and `--config_help` print and exit 0 before anything else (even without --config).
   """
   options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
-  if any(arg in _HELP_FLAGS for arg in options):
+  if cli.wants_help(options):
     _print_and_exit(_print_help)
   if any(arg in ("--config_help", "--config_help=true", "--config_help=True") for arg in options):
     _print_and_exit(_print_config_help)

@@ -143,14 +143,6 @@ def layer_figure(layers: Sequence[dict[str, Any]], title: str = ""):
   return figure
 
 
-def _mean(value: float | list[float | None] | None) -> float:
-  """A float, the mean of a per-candidate list's non-None entries, or NaN."""
-  if isinstance(value, list):
-    value = [v for v in value if v is not None]
-    return float(np.mean(value)) if value else float("nan")
-  return float("nan") if value is None else float(value)
-
-
 def training_curves(results: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
   """The training curves of `results`, as (epoch, %) points on the experiment's epoch axis.
 
@@ -171,7 +163,7 @@ def training_curves(results: dict[str, Any]) -> dict[str, list[tuple[float, floa
   for history, sparsity, tested in spans:
     for record in history:
       epoch = offset + record["epoch"]
-      val = _mean(record.get("val_accuracy"))
+      val = report.candidate_mean(record.get("val_accuracy"))
       if not np.isnan(val):
         curves["val_accuracy"].append((epoch, 100.0 * val))
       curves["sparsity"].append((epoch, _percent(record.get("sparsity", sparsity))))

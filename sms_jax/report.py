@@ -107,10 +107,11 @@ def format_duration(seconds: float) -> str:
   return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
-def _mean(value: float | list[float | None]) -> float:
-  """A float, or the mean of a per-candidate list's non-None entries."""
+def candidate_mean(value: float | list[float | None] | None) -> float:
+  """A float; the mean of a per-candidate list's non-None entries (those that trained); NaN
+  for None or a list without any."""
   if not isinstance(value, list):
-    return value
+    return float("nan") if value is None else float(value)
   values = [v for v in value if v is not None]
   return sum(values) / len(values) if values else float("nan")
 
@@ -135,14 +136,15 @@ def epoch_line(epoch: int, epochs: int, record: dict[str, Any], images_per_s: fl
   (`mean of 4 candidates:`).
   """
   parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", *_candidates_note(record),
-           f"loss {_mean(record['train_loss']):.4f}", f"acc {_mean(record['train_accuracy']):.3f}"]
+           f"loss {candidate_mean(record['train_loss']):.4f}",
+           f"acc {candidate_mean(record['train_accuracy']):.3f}"]
   if "val_accuracy" in record:
-    parts += [f"val_loss {_mean(record['val_loss']):.4f}",
-              f"val_acc {_mean(record['val_accuracy']):.3f}"]
+    parts += [f"val_loss {candidate_mean(record['val_loss']):.4f}",
+              f"val_acc {candidate_mean(record['val_accuracy']):.3f}"]
   if "sparsity" in record:
     parts.append(f"sparsity {record['sparsity']:.4f}")
   if "learning_rate" in record:
-    parts.append(f"lr {_mean(record['learning_rate']):.4g}")
+    parts.append(f"lr {candidate_mean(record['learning_rate']):.4g}")
   parts += [f"{images_per_s:,.0f} img/s", f"run {100 * run_fraction:.0f}%",
             f"ETA {format_duration(eta_s)}"]
   return "  ".join(parts)

@@ -165,7 +165,8 @@ def test_a_ctrl_c_that_python_would_ignore_is_raised_again(monkeypatch):
   """A KeyboardInterrupt raised in a gc callback or `__del__` (JAX has one) is only printed by
   Python, and the run would go on: the command line raises it again in the main thread."""
   from sms_jax import main  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(sys, "unraisablehook", main._interrupt_again)  # pylint: disable=protected-access
+  again = main._interrupt_again  # pylint: disable=protected-access
+  monkeypatch.setattr(sys, "unraisablehook", again)
 
   class InterruptedWhileCollected:
     def __del__(self):

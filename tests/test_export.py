@@ -187,3 +187,16 @@ def test_command_refuses_in_one_line(tmp_path, capsys):
     assert export.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_run_without_data_json_exports_the_same_standardisation(sms_run, tmp_path, capsys):
+  """Runs from before data.json: the standardisation is recomputed from the dataset, as the
+  run computed it (its `dataset.num_train` and validation hold-out included)."""
+  workdir, _ = sms_run
+  old = str(tmp_path / "old")
+  shutil.copytree(workdir, old)
+  os.remove(os.path.join(old, "data.json"))
+  manifest = artifact.read(export.export_run(old, str(tmp_path / "old.sms"))["path"])[0]
+  assert "recomputing the input standardisation" in capsys.readouterr().err
+  with open(os.path.join(workdir, "data.json")) as f:
+    assert manifest["standardization"] == json.load(f)["standardization"]

@@ -4,9 +4,8 @@
   python -m sms_jax.tools.api_docs --check   # exit 1 (one line) if docs/API.md is stale
 
 Public names: a module's `__all__` if it has one, else the names not starting with '_' that
-the module itself defines (functions, classes, constants; not what it imports). A module of
-MODULES that does not exist (yet) is left out; output is deterministic (definition order, no
-memory addresses).
+the module itself defines (functions, classes, constants; not what it imports). The output
+is deterministic (definition order, no memory addresses).
 """
 
 import argparse
@@ -33,18 +32,6 @@ class _Text:
 
   def __repr__(self) -> str:
     return self.text
-
-
-def importable(names: tuple[str, ...] = MODULES) -> list[types.ModuleType]:
-  """The modules of `names` that exist (a missing one is skipped; a broken one raises)."""
-  modules = []
-  for name in names:
-    try:
-      modules.append(importlib.import_module(name))
-    except ModuleNotFoundError as e:
-      if e.name != name:
-        raise
-  return modules
 
 
 def public_names(module: types.ModuleType) -> list[str]:
@@ -179,7 +166,8 @@ def module_section(module: types.ModuleType) -> str:
 
 def render(modules: list[types.ModuleType] | None = None) -> str:
   """The whole of docs/API.md."""
-  modules = importable() if modules is None else modules
+  if modules is None:
+    modules = [importlib.import_module(name) for name in MODULES]
   index = "\n".join(f"- [{m.__name__}](#{_anchor(m.__name__)})" for m in modules)
   return "\n".join([_HEADER, index, "", *(module_section(m) for m in modules)]).rstrip() + "\n"
 

@@ -1,6 +1,6 @@
-"""Flag parsing for the small commands (`sms_jax.export`, `sms_jax.tools.densities`): absl
-flags as `sms_jax.main` takes them, parsed into fresh `FlagValues` on each call (so that a
-command's `main(argv)` can be called in process), every problem one line."""
+"""Flags of the commands: `sms_jax.export` and `sms_jax.tools.densities` parse absl flags as
+`sms_jax.main` takes them into fresh `FlagValues` on each call (so that a command's
+`main(argv)` can be called in process), every problem one line; all three ask `wants_help`."""
 
 import re
 
@@ -40,6 +40,9 @@ def parse(program: str, argv: list[str], values: flags.FlagValues, allowed: dict
   return values, None
 
 
+HELP_FLAGS = ("-h", "-?", "-help", "--help", "--helpshort", "--helpfull")
+
+
 def wants_help(argv: list[str]) -> bool:
   """Whether `argv` asks for help (then the command prints it and exits 0)."""
-  return any(arg in ("-h", "--help", "--helpfull", "--helpshort") for arg in argv)
+  return any(arg in HELP_FLAGS for arg in argv)
