@@ -52,6 +52,9 @@ MAX_PHASES = 100  # prune.n_phases: published IMP / SMS runs use at most a few d
 MAX_CANDIDATES = 256  # soup.m: trained in one program; published soups hold at most ~70.
 MAX_INT32 = 2**31 - 1  # Optimizer step counters and example indices are int32.
 MAX_IMAGE_SIZE = 4096  # dataset.image_size, in pixels.
+# Keys that take values of more than one type (their rule checks the type): ood.severity is an
+# int or 'all'.
+UNTYPED_KEYS = ("ood.severity",)
 
 
 def _count(low: int, high: int, high_text: str = "", note: str = "") -> Rule:
@@ -82,7 +85,7 @@ def rules() -> dict[str, Rule]:
   free-form (strings such as dataset.data_dir)."""
   # pylint: disable=g-import-not-at-top
   from sms_jax import data, models, soups, sparsity, strategies
-  from sms_jax.data import device
+  from sms_jax.data import corruptions, device
   from sms_jax.phases import plan
   from sms_jax.sparsity import init_masks, set_updater
   from sms_jax.training import engine, optimizers, retrain, schedules
@@ -131,6 +134,9 @@ def rules() -> dict[str, Rule]:
       "regrow.decay": _choice(set_updater.DECAYS),
       "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
       "retrain.epochs_per_phase": _count(1, MAX_EPOCHS),
+      "bimp.pretrain_epochs": _count(0, MAX_EPOCHS, note=" (0: auto)"),
+      "avg_reprune.diverge_epochs": _count(1, MAX_EPOCHS),
+      "avg_reprune.retrain_epochs": _count(1, MAX_EPOCHS),
       "soup.m": _count(1, MAX_CANDIDATES),
       "soup.method": _choice(soups.SOUP_METHODS),
       "soup.vary": ((lambda v: bool(varied(v)) and all(n in plan.VARIABLE_HPARAMS
@@ -142,8 +148,12 @@ def rules() -> dict[str, Rule]:
       "soup.retrain_epochs": (_Each(lambda x: _integer(x) and 1 <= x <= MAX_EPOCHS),
                               f"integers in [1, {MAX_EPOCHS}]"),
       "soup.bn_recalibration_frac": _fraction(low_open=True, high_open=False),
+      "soup.bn_recalibration": _choice(soups.BN_RECALIBRATIONS),
+      "soup.bn_recalibration_average": _choice(soups.BN_AVERAGES),
       "parallel.candidate_execution": _choice(engine.EXECUTIONS),
-      "ood.severity": ((lambda v: 0 <= v <= 5), "an integer in 0..5 (0: no OOD evaluation)"),
+      "ood.severity": ((lambda v: v == "all" or (_integer(v) and 0 <= v <= 5)),
+                       "an integer in 0..5 (0: no OOD evaluation) or 'all' (the mean over 1..5)"),
+      "ood.corruptions": (corruptions.selection_ok, corruptions.allowed_text(images=True)),
       "checkpoint.every_epochs": _count(1, MAX_EPOCHS),
       "checkpoint.keep": _positive(),
   }
@@ -230,7 +240,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key, value in _flatten(config).items():
     if key not in schema:
       raise ConfigError(unknown_key_message(key, schema))
-    if not _type_ok(value, schema[key]):
+    if key not in UNTYPED_KEYS and not _type_ok(value, schema[key]):
       raise ConfigError(wrong_type_message(key, _shown(value)))
     ok, allowed = allowed_values.get(key, (lambda v: True, ""))
     if isinstance(value, float) and not math.isfinite(value):
@@ -251,6 +261,7 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
   """Rules that relate two keys, and the strategy's own checks."""
   # pylint: disable=g-import-not-at-top
   from sms_jax import data, strategies
+  from sms_jax.data import corruptions
   from sms_jax.phases import plan
   from sms_jax.sparsity import init_masks
   # pylint: enable=g-import-not-at-top
@@ -299,6 +310,10 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key dataset.augment = {config.dataset.augment!r} is not allowed "
                       f"for the streamed dataset {config.dataset.name}; allowed: auto, none (its "
                       "input pipeline augments)")
+  error = corruptions.config_error(config.ood.corruptions,
+                                   data.DATASETS[config.dataset.name].input_shape)
+  if error:
+    raise ConfigError(error)
   error = strategies.STRATEGIES[config.strategy].check(config)
   if error:
     raise ConfigError(error)

@@ -24,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.name = "mnist1d"
   config.dataset.data_dir = ""  # TFDS data_dir; '' = TFDS's default (~/tensorflow_datasets).
   config.dataset.val_fraction = 0.1  # Held out of the official train split.
-  config.dataset.augment = "auto"  # auto | none | crop | crop_flip | flip
+  # auto (the dataset's own) | none | crop | crop_flip | flip | crop_flip_rotate (crop, flip,
+  # then a random rotation of up to 15 degrees: the SMS reference's CIFAR-100 augmentation).
+  config.dataset.augment = "auto"
   config.dataset.num_train = 0  # Use only the first n training examples; 0 = all.
   config.dataset.image_size = 224  # Streaming datasets (ImageNet) only: side of the crops.
 
@@ -78,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   # mask's s_0 to s_f = prune.goal_sparsity along s_f + (s_0 - s_f) * (1 - t / T) ** 3
   # between these epochs of the training run (t: steps since start_epoch, T: to end_epoch).
   # gmp updates the mask every update_every steps; sms_gmp at prune.n_phases phase starts.
+  # The same schedule drives dpf (masks from dense weights kept beside them, every
+  # update_every steps), sms_dpf (at the phase starts) and gmp_mx (sms_gmp's phases, one
+  # model, each soup.m times longer).
   # Selector: prune.selector, global or uniform (layerwise).
   config.gradual = ml_collections.ConfigDict()
   config.gradual.start_epoch = 10
@@ -98,6 +103,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr
   config.retrain.epochs_per_phase = 10  # imp_mx retrains soup.m times longer.
 
+  # Budgeted IMP (strategies bimp, sms_bimp): the budget of imp / sms, train.epochs +
+  # prune.n_phases * retrain.epochs_per_phase, spent as a dense run of pretrain_epochs
+  # (at most train.epochs; train.schedule compressed into them), then prune.n_phases ALLR
+  # phases sharing the rest equally (train.epochs - pretrain_epochs must divide evenly),
+  # always retrained with allr (retrain.schedule is not used). 0: the phases get about half
+  # the budget, at least retrain.epochs_per_phase each.
+  config.bimp = ml_collections.ConfigDict()
+  config.bimp.pretrain_epochs = 0
+
+  # Averaging lineages with different masks (strategy imp_avg_reprune): per phase, soup.m
+  # lineages train diverge_epochs from the phase's start, each prunes itself to the phase's
+  # sparsity and retrains its retrain.epochs_per_phase; their average is pruned back to that
+  # sparsity and retrained retrain_epochs.
+  config.avg_reprune = ml_collections.ConfigDict()
+  config.avg_reprune.diverge_epochs = 2
+  config.avg_reprune.retrain_epochs = 2
+
   # The m candidates of a phase (sms) and how they are souped.
   config.soup = ml_collections.ConfigDict()
   config.soup.m = 4
@@ -110,13 +132,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.soup.weight_decays = ()  # Default: train.weight_decay * 2 ** linspace(-1, 1, m).
   config.soup.learning_rates = ()  # Default: the peak * linspace(0.5, 1.5, m).
   config.soup.retrain_epochs = ()  # Default: epochs_per_phase * linspace(0.5, 1.5, m).
-  config.soup.bn_recalibration_frac = 0.2  # Of the training split, before each soup eval.
+  # BatchNorm statistics recomputed before a model is evaluated, on the first
+  # bn_recalibration_frac of the training split: all = every model a phase evaluates (each
+  # candidate, the IMP model, the soup; the reference's), soups = soups only, none = never
+  # (a soup keeps the mean of its candidates' statistics). Average: cumulative = the exact
+  # mean over unaugmented batches; ema = the reference's exponential average (momentum 0.1,
+  # from reset statistics) over augmented batches.
+  config.soup.bn_recalibration = "all"  # all | soups | none
+  config.soup.bn_recalibration_average = "cumulative"  # cumulative | ema
+  config.soup.bn_recalibration_frac = 0.2
 
   config.parallel = ml_collections.ConfigDict()
   config.parallel.candidate_execution = "auto"  # auto | vmap | map | loop
 
   config.ood = ml_collections.ConfigDict()
-  config.ood.severity = 3  # Corruption severity 1-5 for the OOD evaluation; 0 = none.
+  # Corruption severity of the OOD test sets: 1-5, 'all' (each set holds the five severities,
+  # its accuracy is their mean, as CIFAR-C papers report) or 0 (no OOD evaluation). An int or
+  # a string, hence the untyped field (--config.ood.severity=all parses).
+  config.ood.severity = ml_collections.FieldReference(3, field_type=object)
+  # Which corruptions (sms_jax.data.corruptions): default (six cheap ones: gaussian, shot,
+  # impulse and speckle noise, gaussian_blur, contrast), all (images: the 18 of CIFAR-10-C's
+  # code that need no image files; 1-D signals: their 6 analogues) or comma-separated names.
+  # Each set costs a forward pass over the test set per phase (five with severity 'all').
+  config.ood.corruptions = "default"
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 1

@@ -56,8 +56,16 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
   return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def worst_class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+  """The lowest per-class accuracy of `logits: [n, c]` on `labels: [n]`, over the classes
+  that occur in `labels` (the paper's fairness view)."""
+  predicted, labels = np.asarray(logits).argmax(-1), np.asarray(labels)
+  return float(min((predicted[labels == k] == k).mean() for k in np.unique(labels)))
+
+
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """Loss, accuracy, ECE and MCE of `logits: [n, c]` on `labels: [n]`, as Python floats.
+  """Loss, accuracy, ECE, MCE and worst-class accuracy of `logits: [n, c]` on `labels: [n]`,
+  as Python floats.
 
   Computed on the host in NumPy (float64): eager JAX would compile every operation anew for
   each split's shape.
@@ -66,7 +74,8 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   log_probs = log_softmax(logits)
   ece, mce = calibration_errors(np.exp(log_probs), labels)
   return {"loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
-          "accuracy": float((logits.argmax(-1) == labels).mean()), "ece": ece, "mce": mce}
+          "accuracy": float((logits.argmax(-1) == labels).mean()), "ece": ece, "mce": mce,
+          "worst_class_accuracy": worst_class_accuracy(logits, labels)}
 
 
 def candidate_accuracies(logits: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -187,6 +196,23 @@ def candidate_distances(params: Any, soup_params: Any) -> dict[str, list]:
   angles = [[None if np.isnan(a) else float(a) for a in row] for row in angles]
   return {"pairwise_l2": np.sqrt(squared).tolist(), "pairwise_angle_deg": angles,
           "to_soup_l2": np.sqrt(to_soup).tolist()}
+
+
+def distances_to(params: Any, start: Any) -> list[float]:
+  """The L2 distance of each candidate to `start` over all parameters (every leaf, float64).
+
+  Args:
+    params: a pytree whose leaves have a leading candidate axis: `[m, ...]`.
+    start: the same pytree without the candidate axis (e.g. the phase's pruned model).
+  Returns:
+    `[m]` distances.
+  """
+  leaves = jax.tree.leaves(params)
+  squared = np.zeros(leaves[0].shape[0])
+  for leaf, start_leaf in zip(leaves, jax.tree.leaves(start), strict=True):
+    w = np.asarray(leaf, np.float64).reshape(len(squared), -1)
+    squared += np.square(w - np.asarray(start_leaf, np.float64).reshape(1, -1)).sum(1)
+  return np.sqrt(squared).tolist()
 
 
 def sparsity_record(params: Any, masks: Any, ordered_paths: Sequence[str]) -> dict[str, Any]:

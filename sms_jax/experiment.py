@@ -28,7 +28,7 @@ def check_model_fits_data(config: ml_collections.ConfigDict, dataset: data.Datas
         f"config key model.name = {name!r} is not allowed for {config.dataset.name} inputs of "
         f"shape {list(shape)}; allowed: "
         f"{'cnn1d, mlp' if len(shape) == 2 else 'mlp and the image models (see README)'}")
-  if dataset.augment in ("crop", "crop_flip", "flip") and len(shape) != 3:
+  if dataset.augment != "none" and len(shape) != 3:  # Every augmentation is for images.
     raise config_lib.ConfigError(
         f"config key dataset.augment = {config.dataset.augment!r} is not allowed for "
         f"{config.dataset.name} inputs of shape {list(shape)}; allowed: auto, none")

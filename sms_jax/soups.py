@@ -21,11 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sms_jax.data import Dataset, first_batches
+from sms_jax.data import Dataset, Split, device, first_batches
 from sms_jax.sparsity import masks as masks_lib
 from sms_jax.training import engine
 
 SOUP_METHODS = ("uniform", "greedy")
+# Which models a phase recalibrates (`soup.bn_recalibration`), and how it averages.
+BN_RECALIBRATIONS = ("all", "soups", "none")
+BN_AVERAGES = ("cumulative", "ema")
+EMA_MOMENTUM = 0.1  # The reference's: PyTorch's BatchNorm default.
 VARIABLE_COLLECTIONS = ("params", "batch_stats")  # What `soup_variables` averages.
 
 
@@ -220,13 +224,17 @@ def _unbias(zeros_run: Any, ones_run: Any) -> Any:
 
 def recalibrate_batch_stats(model: Any, params: Any, batch_stats: Any,
                             batches: Iterable[jax.Array], *,
-                            apply_kwargs: Mapping[str, Any] | None = None) -> Any:
+                            apply_kwargs: Mapping[str, Any] | None = None,
+                            momentum: float | None = None) -> Any:
   """BatchNorm statistics recomputed for `params` on `batches`; the params are untouched.
 
   Each BatchNorm layer's running mean and variance become the average over `batches` (each
-  `[b, ...]` inputs) of that batch's mean and variance in a train-mode forward pass: a
-  cumulative average (PyTorch's `momentum=None`) rather than the exponential one of
-  training. Works for any BatchNorm momentum: it is recovered from two forward passes.
+  `[b, ...]` inputs) of that batch's mean and variance in a train-mode forward pass: by
+  default a cumulative average (PyTorch's `momentum=None`), the exact mean over the
+  batches; with `momentum` the exponential average of the SMS reference (PyTorch's
+  `reset_running_stats()` then train-mode passes: from mean 0 and variance 1, each batch
+  moves the statistics by `momentum` towards its own). Works for any BatchNorm momentum of
+  the model: it is recovered from two forward passes.
 
   Args:
     model: a flax.linen Module, called `model.apply({"params": params, "batch_stats": ...},
@@ -240,29 +248,48 @@ def recalibrate_batch_stats(model: Any, params: Any, batch_stats: Any,
     apply_kwargs: how the model is called in training mode (hashable values): default
       `{"train": True}` for linen and none for NNX; e.g. `{"use_running_average": False}`
       or `{"deterministic": False}` for a model whose flag is named so.
+    momentum: None for the cumulative average; in (0, 1] for the exponential one (the
+      reference: 0.1).
   Returns:
     The new `batch_stats`, in the structure given ({} stays {}).
   Raises:
-    ValueError: no batches, a model of another kind, or bad `apply_kwargs`.
+    ValueError: no batches, a model of another kind, bad `apply_kwargs` or `momentum`.
   """
+  if momentum is not None and not 0.0 < momentum <= 1.0:
+    raise ValueError(f"BatchNorm recalibration momentum {momentum} is not allowed; allowed: "
+                     "None (a cumulative average) or a number in (0, 1]")
   if not jax.tree.leaves(batch_stats):
     return batch_stats
   after = _train_pass(model, params, apply_kwargs)
   zeros = jax.tree.map(jnp.zeros_like, batch_stats)
   ones = jax.tree.map(jnp.ones_like, batch_stats)
   total, count = None, 0
+  if momentum is not None:  # PyTorch's reset statistics: mean 0, variance 1.
+    total = jax.tree_util.tree_map_with_path(
+        lambda path, s: jnp.ones_like(s) if _is_variance(path) else jnp.zeros_like(s),
+        batch_stats)
   for x in batches:
     batch = _unbias(after(zeros, x), after(ones, x))
-    total = batch if total is None else jax.tree.map(jnp.add, total, batch)
+    if momentum is not None:
+      total = jax.tree.map(lambda t, b: (1.0 - momentum) * t + momentum * b, total, batch)
+    else:
+      total = batch if total is None else jax.tree.map(jnp.add, total, batch)
     count += 1
   if not count:
     raise ValueError("BatchNorm recalibration needs at least one batch")
-  return jax.tree.map(lambda t, s: (t / count).astype(s.dtype), total, batch_stats)
+  scale = 1.0 if momentum is not None else 1.0 / count
+  return jax.tree.map(lambda t, s: (t * scale).astype(s.dtype), total, batch_stats)
+
+
+def _is_variance(path: tuple[Any, ...]) -> bool:
+  """Whether a batch_stats leaf at `path` is a variance (named `var`, linen and NNX alike)."""
+  return "var" in {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
 
 
 def soup_variables(model: Any, stacked_variables: Mapping[str, Any], indices: Sequence[int],
-                   batches: Iterable[jax.Array], *,
-                   apply_kwargs: Mapping[str, Any] | None = None, masks: Any = None) -> dict:
+                   batches: Iterable[jax.Array] | None, *,
+                   apply_kwargs: Mapping[str, Any] | None = None, masks: Any = None,
+                   momentum: float | None = None) -> dict:
   """The uniform soup of candidates `indices`, its BatchNorm statistics recalibrated.
 
   Args:
@@ -270,9 +297,11 @@ def soup_variables(model: Any, stacked_variables: Mapping[str, Any], indices: Se
     stacked_variables: `{"params": [m, ...], "batch_stats": [m, ...]}` (batch_stats optional;
       NNX: stacked `nnx.Param` and `nnx.BatchStat` states).
     indices: the candidates averaged (see `uniform_soup`).
-    batches: the recalibration inputs, each `[b, ...]` (iterated once).
+    batches: the recalibration inputs, each `[b, ...]` (iterated once); None: the
+      statistics are averaged like the parameters, not recalibrated.
     apply_kwargs: how to call `model` in training mode (`recalibrate_batch_stats`).
     masks: the candidates' stacked masks `[m, ...]`, if given checked to be one mask.
+    momentum: the recalibration's average (`recalibrate_batch_stats`).
   Returns:
     `{"params": ..., "batch_stats": ...}` (the keys given): the means over `indices`, the
     statistics then recalibrated on `batches`, unless there is one ingredient (its own
@@ -286,9 +315,9 @@ def soup_variables(model: Any, stacked_variables: Mapping[str, Any], indices: Se
   if "batch_stats" not in stacked_variables:
     return {"params": params}
   batch_stats = uniform_soup(stacked_variables["batch_stats"], indices)
-  if len(indices) > 1:
+  if len(indices) > 1 and batches is not None:
     batch_stats = recalibrate_batch_stats(model, params, batch_stats, batches,
-                                          apply_kwargs=apply_kwargs)
+                                          apply_kwargs=apply_kwargs, momentum=momentum)
   return {"params": params, "batch_stats": batch_stats}
 
 
@@ -326,8 +355,19 @@ def greedy_soup_variables(model: Any, stacked_variables: Mapping[str, Any],
                         masks=masks), accepted
 
 
-def recalibration_batches(dataset: Dataset, fraction: float, batch_size: int) -> Iterator[Any]:
-  """The inputs of the first `fraction` of the training split (at least one batch),
-  unaugmented, in its stored order, `batch_size` examples a batch (the last may be smaller)."""
+def recalibration_batches(dataset: Dataset, fraction: float, batch_size: int, *,
+                          augment_key: jax.Array | None = None) -> Iterator[Any]:
+  """The inputs of the first `fraction` of the training split (at least one batch), in its
+  stored order, `batch_size` examples a batch (the last may be smaller): unaugmented, or
+  with `augment_key` given, with the dataset's training augmentation (batch i keyed by
+  `fold_in(augment_key, i)`; in-memory data only, as the SMS reference's unshuffled
+  training loader does)."""
   n = max(batch_size, int(round(fraction * dataset.train.num_examples)))
-  return (x for x, _ in first_batches(dataset.train, n, batch_size))
+  batches = (x for x, _ in first_batches(dataset.train, n, batch_size))
+  if augment_key is None or dataset.augment == "none" or not isinstance(dataset.train, Split):
+    return batches
+  return (_augment(jax.random.fold_in(augment_key, i), x, dataset.augment)
+          for i, x in enumerate(batches))
+
+
+_augment = jax.jit(device.augment, static_argnames="kind")

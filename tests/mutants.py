@@ -19,15 +19,15 @@ BUGS = {  # name: (file, the correct text, the bug)
         "    if False:\n      batch_stats = soups."),
     "varied learning rates ignored in training": (
         "sms_jax/phases/runner.py",
-        "peak_learning_rate=self.pretrain.max_lr * peak_scale * c.learning_rate,",
-        "peak_learning_rate=self.pretrain.max_lr * peak_scale,"),
+        "peak_learning_rate=self.pretrain.max_lr * scale * c.learning_rate,",
+        "peak_learning_rate=self.pretrain.max_lr * scale,"),
     "greedy selection skipped": (
         "sms_jax/phases/evaluate.py", '    if method == "uniform":\n      return list(',
         '    if method in ("uniform", "greedy"):\n      return list('),
     "OOD sets left uncorrupted": (
         "sms_jax/data/corruptions.py",
-        "  return {name: Split(np.asarray(x), test.y) for name, x in generated.items()}",
-        "  return {name: Split(np.asarray(test.x), test.y) for name, x in generated.items()}"),
+        "generated = {name: np.concatenate([np.asarray(make(name, s)) for s in severities])",
+        "generated = {name: np.concatenate([np.asarray(test.x) for s in severities])"),
     "ensemble replaced by the first candidate": (
         "sms_jax/phases/evaluate.py",
         '"ensemble": {"test_accuracy": evaluation.ensemble_accuracy(test_logits, test_labels)},',

@@ -66,7 +66,7 @@ def test_help_lists_strategies_configs_and_sections_and_exits_0():
     assert f"{name} {strategy.help}" in out
   for name in config_files.shipped_configs():
     assert f" {name} " in out
-  assert "train.{batch_size," in out and "soup.{bn_recalibration_frac," in out
+  assert "train.{batch_size," in out and "soup.{bn_recalibration, bn_recalibration_average," in out
   assert "--config_help" in out and "130 interrupted" in out
   assert seconds < 30  # The strategies' registry loads JAX; nothing else runs.
 

@@ -55,6 +55,93 @@ def test_param_counts_and_output_shape(name, num_classes, input_shape, exact, pu
   assert logits.shape == (2, num_classes) and logits.dtype == jnp.float32
 
 
+def wrn_param_count(depth, width, num_classes):
+  """WRN-depth-width's parameters, counted by hand from Zagoruyko & Komodakis's architecture:
+  a 3x3 stem conv 3 -> 16; per block (c_in -> c_out) BN(c_in) + 3x3 conv c_in -> c_out +
+  BN(c_out) + 3x3 conv c_out -> c_out, plus a 1x1 shortcut conv where c_in != c_out; a final
+  BN and a linear classifier with bias. Convs carry no bias; a BN has a scale and a shift."""
+  n = (depth - 4) // 6
+  count, c_in = 3 * 3 * 3 * 16, 16
+  for c_out in (16 * width, 32 * width, 64 * width):
+    for _ in range(n):
+      count += 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out
+      count += c_in * c_out if c_in != c_out else 0
+      c_in = c_out
+  return count + 2 * c_in + c_in * num_classes + num_classes
+
+
+def test_wrn_hand_count_matches_the_published_pytorch_counts():
+  """The hand count reproduces COUNTS' WRN-28-10 figures (from the PyTorch implementation),
+  and WRN-22-2 at 100 classes worked out on paper: stem 432; stage 1 (16 -> 32) 14,432 +
+  2 x 18,560; stage 2 (32 -> 64) 57,536 + 2 x 73,984; stage 3 (64 -> 128) 229,760 +
+  2 x 295,424; final BN 256; classifier 12,900."""
+  assert wrn_param_count(28, 10, 10) == 36_479_194
+  assert wrn_param_count(28, 10, 100) == 36_536_884
+  assert wrn_param_count(22, 2, 100) == 1_091_252
+
+
+# The SMS reference's WideResNets: depth 22 (its class WideResNet20) of width 2 and 10, and
+# WRN-28-10, all with dropout 0.3; dropout adds no parameters.
+@pytest.mark.parametrize("name,depth,width", [
+    ("wrn22_2_d0.3", 22, 2), ("wrn22_10_d0.3", 22, 10), ("wrn28_10_d0.3", 28, 10),
+    ("wrn22_2", 22, 2)])
+def test_reference_wide_resnet_param_counts(name, depth, width):
+  variables, logits = abstract_init(create_model(name, 100), CIFAR)
+  assert num_params(variables["params"]) == wrn_param_count(depth, width, 100)
+  assert logits.shape == (2, 100)
+
+
+def test_wrn_dropout_acts_only_in_training_with_a_dropout_key():
+  """Dropout (rate 0.3) on conv1's output, before bn2, only with train=True and a 'dropout'
+  key (the stream engine.train_step feeds the step's key: tests/test_engine.py); without one
+  (BatchNorm recalibration) and in eval the network is the dropout-free one, with the same
+  parameters."""
+  drop, plain = create_model("wrn10_1_d0.3", 10), create_model("wrn10_1", 10)
+  x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
+  capture = lambda mdl, _: isinstance(mdl, (nn.Conv, nn.Dropout))
+
+  @jax.jit
+  def run(x):
+    variables = drop.init(jax.random.key(0), x, train=False)
+    keyed = lambda k: {"dropout": jax.random.key(k)}
+    train = lambda model, **kw: model.apply(variables, x, train=True,
+                                            **{"mutable": ["batch_stats"], **kw})
+    return dict(
+        variables=variables,
+        key1=train(drop, rngs=keyed(1), mutable=["batch_stats", "intermediates"],
+                   capture_intermediates=capture),
+        key2=train(drop, rngs=keyed(2))[0], no_key=train(drop)[0], plain=train(plain)[0],
+        eval_key=drop.apply(variables, x, train=False, rngs=keyed(1)),
+        plain_eval=plain.apply(variables, x, train=False))
+
+  out = run(x)
+  chex.assert_trees_all_equal_shapes(  # Dropout adds no parameters.
+      out["variables"], jax.eval_shape(functools.partial(plain.init, train=False),
+                                       jax.random.key(0), x))
+  logits, state = out["key1"]
+  assert np.abs(logits - out["key2"]).max() > 1e-3  # The key draws the dropout.
+  assert np.abs(logits - out["no_key"]).max() > 1e-3
+  chex.assert_trees_all_equal(out["no_key"], out["plain"])  # No key: no dropout.
+  chex.assert_trees_all_equal(out["eval_key"], out["plain_eval"])  # Eval: no dropout.
+  # Every block: the dropout output is conv1's output, zeroed at about 30% of the entries and
+  # scaled by 1 / 0.7 elsewhere; bn2's running mean moved towards the dropout output's mean.
+  for block in ("stage1_block0", "stage2_block0", "stage3_block0"):
+    conv1 = np.asarray(state["intermediates"][block]["conv1"]["__call__"][0])
+    dropped = np.asarray(state["intermediates"][block]["dropout"]["__call__"][0])
+    kept = dropped != 0
+    assert 0.25 < 1 - kept.mean() < 0.35, 1 - kept.mean()
+    np.testing.assert_allclose(dropped[kept], conv1[kept] / 0.7, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["batch_stats"][block]["bn2"]["mean"],
+                               0.1 * dropped.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, True, "0.3"])
+def test_bad_dropout_rates_raise(rate):
+  from sms_jax.models.wide_resnet import WideResNet  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"dropout rate .* allowed: a number in \[0, 1\)"):
+    abstract_init(WideResNet(10, 10, 1, dropout=rate), (8, 8, 3))
+
+
 @pytest.mark.parametrize("name,input_shape", [
     ("mlp", (28, 28, 1)), ("cnn1d", (40, 1)), ("cnn2d", (8, 8, 1)), ("cnn2d", (28, 28, 1)),
     ("resnet32", CIFAR), ("resnet110", CIFAR), ("wrn16_8", CIFAR), ("vgg11", CIFAR),
@@ -164,7 +251,8 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 @pytest.mark.parametrize("name", [
     "mlp", "cnn1d", "cnn2d", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "resnet18", "wrn28_10", "wrn16_8", "wrn40_4", "vgg16", "resnet50", "resnet101",
-    "resnet34_imagenet"])
+    "resnet34_imagenet", "wrn22_2", "wrn22_10", "wrn22_2_d0.3", "wrn22_10_d0.3", "wrn28_10_d0.3",
+    "wrn16_8_d0.05"])
 def test_known_names(name):
   assert is_known_model(name)
   assert isinstance(create_model(name, 10), nn.Module)
@@ -172,7 +260,8 @@ def test_known_names(name):
 
 @pytest.mark.parametrize("name", [
     "resnet21", "resnet2", "resnet", "resnet020", "wrn27_10", "wrn28_0", "wrn28", "vgg15",
-    "mlp2", "transformer", "", "ResNet-20"])
+    "mlp2", "transformer", "", "ResNet-20", "wrn22_2_d0", "wrn22_2_d0.30", "wrn22_2_d1",
+    "wrn22_2_d.3", "wrn22_2_d0.3x", "wrn22_2_d", "wrn27_2_d0.3", "resnet56_d0.3"])
 def test_unknown_names_raise(name):
   assert not is_known_model(name)
   with pytest.raises(ValueError, match="unknown model") as err:

@@ -17,7 +17,7 @@ import pytest
 
 from configs import default
 from sms_jax import evaluation, models, pretraining, report, sparsity
-from sms_jax.data import Dataset, Split, corruptions
+from sms_jax.data import Dataset, Split, corruptions, signal_corruptions
 from sms_jax.phases import plan as plan_lib
 from sms_jax.phases.evaluate import PhaseEvaluator, evaluation_state, outcome
 from sms_jax.phases.runner import PhaseRunner, phase_scalars
@@ -64,21 +64,28 @@ def phase():
                                   fresh["batch_stats"]))
   evaluator = Evaluator(model, dataset, 64)
   ood_key = jax.random.key(3)
-  evaluate = PhaseEvaluator(model, dataset, evaluator, bn_recalibration_frac=0.5,
-                            batch_size=BATCH, ood_sets=corruptions.ood_sets(dataset, 3, ood_key),
-                            paths=models.param_paths(model, (40, 1)))
+  make_evaluator = lambda recalibration="soups", average="cumulative": PhaseEvaluator(
+      model, dataset, evaluator, bn_recalibration_frac=0.5, batch_size=BATCH,
+      ood_sets=corruptions.ood_sets(dataset, 3, ood_key), paths=models.param_paths(model, (40, 1)),
+      bn_recalibration=recalibration, bn_average=average)
   logits = lambda s, x: np.asarray(model.apply(
       {"params": s.params, "batch_stats": s.batch_stats}, x, train=False))
   val = [evaluation.accuracy(logits(s, dataset.val.x), dataset.val.y) for s in members]
+  # Most tests here recalibrate soups only, so that candidates are evaluated as trained;
+  # the tests of `bn_recalibration='all'` and 'none' make their own evaluator.
+  evaluate = make_evaluator()
+  start = jax.tree.map(lambda p: p + 0.01, good.params)  # A stand-in for the pruned start.
   return types.SimpleNamespace(model=model, dataset=dataset, masks=masks, members=members,
                                stacked=engine.stack(members), evaluate=evaluate, val=val,
-                               logits=logits, ood_key=ood_key)
+                               logits=logits, ood_key=ood_key, make_evaluator=make_evaluator,
+                               start=start)
 
 
-def _run(phase, method="uniform", val=None):
+def _run(phase, method="uniform", val=None, evaluate=None):
   hparams = [{"seed": k} for k in range(3)]
-  return phase.evaluate(phase.stacked, phase.masks, val_accuracies=val or phase.val,
-                        hparams=hparams, method=method)
+  return (evaluate or phase.evaluate)(phase.stacked, phase.masks, start_params=phase.start,
+                                      val_accuracies=val or phase.val, hparams=hparams,
+                                      method=method)
 
 
 def test_the_scripted_candidates_are_as_intended(phase):
@@ -110,15 +117,16 @@ def test_best_candidate_is_chosen_by_validation(phase):
 def test_without_validation_nothing_is_ranked(phase):
   """No validation split: no best candidate (not candidate 0 at accuracy 0.0), no candidate
   validation accuracies, a uniform soup of all, and a greedy soup refused."""
-  _, record = phase.evaluate(phase.stacked, phase.masks, val_accuracies=None,
-                             hparams=[{"seed": k} for k in range(3)], method="uniform")
+  _, record = phase.evaluate(phase.stacked, phase.masks, start_params=phase.start,
+                             val_accuracies=None, hparams=[{"seed": k} for k in range(3)],
+                             method="uniform")
   _, with_val = _run(phase)
   assert "best_candidate" not in record
   assert [c["val_accuracy"] for c in record["candidates"]] == [None] * 3
   assert record["soup"]["ingredients"] == [0, 1, 2]
   assert record["soup"]["test_accuracy"] == with_val["soup"]["test_accuracy"]
   with pytest.raises(ValueError, match="no validation split"):
-    phase.evaluate(phase.stacked, phase.masks, val_accuracies=None,
+    phase.evaluate(phase.stacked, phase.masks, start_params=phase.start, val_accuracies=None,
                    hparams=[{"seed": k} for k in range(3)], method="greedy")
 
 
@@ -139,22 +147,30 @@ def test_the_soups_batch_norm_statistics_are_recomputed_for_its_weights(phase):
   training split (in batches of 32) of its inputs' batch means and variances, computed here
   from the conv outputs of train-mode forward passes of the averaged weights."""
   soup, _ = _run(phase)
-  x = phase.dataset.train.x[:160]
-  means, variances = {}, {}
-  for start in range(0, 160, BATCH):
-    _, state = phase.model.apply({"params": soup.params, "batch_stats": soup.batch_stats},
-                                 x[start:start + BATCH], train=True, capture_intermediates=True,
-                                 mutable=["batch_stats", "intermediates"])
-    for i in range(3):
-      out = np.asarray(state["intermediates"][f"conv{i}"]["__call__"][0], np.float64)
-      means.setdefault(i, []).append(out.mean((0, 1)))
-      variances.setdefault(i, []).append(out.var((0, 1)))
+  expected = _batch_statistics(phase, soup)
   for i in range(3):
     stats = soup.batch_stats[f"bn{i}"]
-    np.testing.assert_allclose(stats["mean"], np.mean(means[i], 0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(stats["var"], np.mean(variances[i], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["mean"], np.mean(expected[i][0], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats["var"], np.mean(expected[i][1], 0), rtol=1e-4, atol=1e-5)
     averaged = np.mean([np.asarray(m.batch_stats[f"bn{i}"]["var"]) for m in phase.members], 0)
     assert not np.allclose(stats["var"], averaged, rtol=1e-2)  # Not merely averaged.
+
+
+def _batch_statistics(phase, state):
+  """Per BatchNorm layer i: `(means, variances)`, each `[5, channels]`: of its inputs (the
+  conv outputs) in train-mode passes of `state` over the first half of the training split
+  in batches of 32, computed from the captured intermediates."""
+  x = phase.dataset.train.x[:160]
+  stats = {i: ([], []) for i in range(3)}
+  for start in range(0, 160, BATCH):
+    _, out = phase.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                               x[start:start + BATCH], train=True, capture_intermediates=True,
+                               mutable=["batch_stats", "intermediates"])
+    for i in range(3):
+      conv = np.asarray(out["intermediates"][f"conv{i}"]["__call__"][0], np.float64)
+      stats[i][0].append(conv.mean((0, 1)))
+      stats[i][1].append(conv.var((0, 1)))
+  return stats
 
 
 def test_ood_accuracies_are_the_soups_on_the_corrupted_test_sets(phase):
@@ -163,7 +179,7 @@ def test_ood_accuracies_are_the_soups_on_the_corrupted_test_sets(phase):
   assert list(record["ood"]) == list(corruptions.CORRUPTIONS)
   clean = float((phase.logits(soup, test.x).argmax(-1) == test.y).mean())
   for i, name in enumerate(corruptions.CORRUPTIONS):
-    x = np.asarray(corruptions.corrupt(jax.random.fold_in(phase.ood_key, i), test.x, name, 3))
+    x = np.asarray(signal_corruptions.corrupt(jax.random.fold_in(phase.ood_key, i), test.x, name, 3))
     assert np.abs(x - test.x).mean() > 0.05  # Really corrupted.
     expected = float((phase.logits(soup, x).argmax(-1) == test.y).mean())
     assert record["ood"][name] == pytest.approx(expected)
@@ -182,13 +198,14 @@ def test_one_candidate_is_recorded_as_the_model(phase):
   """m = 1: the record holds the one model's metrics (as its logits give them) under
   `model`, and no soup, candidates, ensemble, best candidate or distances."""
   model, record = phase.evaluate(engine.stack(phase.members[:1]), phase.masks,
-                                 val_accuracies=phase.val[:1], hparams=[{"seed": 5}],
-                                 method="greedy")
+                                 start_params=phase.start, val_accuracies=phase.val[:1],
+                                 hparams=[{"seed": 5}], method="greedy")
   assert set(record) == {"sparsity", "sparsity_all", "layers", "model", "flops", "ood",
                          "eval_time_s"}
   assert outcome(record) is record["model"]
   assert set(record["model"]) == {"hparams", "val_accuracy", "val_loss", "test_accuracy",
-                                  "test_loss", "test_ece", "test_mce"}
+                                  "test_loss", "test_ece", "test_mce",
+                                  "test_worst_class_accuracy", "distance_to_start"}
   assert record["model"]["hparams"] == {"seed": 5}
   for split in ("val", "test"):
     data = getattr(phase.dataset, split)
@@ -213,7 +230,8 @@ def test_phase_scalars_name_the_model_handed_on_and_each_comparison(phase):
   assert {k: v for k, v in scalars.items() if k.startswith("phases/ood/")} == {
       f"phases/ood/{name}": value for name, value in souped["ood"].items()}
   _, single = phase.evaluate(engine.stack(phase.members[:1]), phase.masks,
-                             val_accuracies=phase.val[:1], hparams=[{}], method="uniform")
+                             start_params=phase.start, val_accuracies=phase.val[:1],
+                             hparams=[{}], method="uniform")
   scalars = phase_scalars(single)
   assert scalars["phases/test_accuracy"] == single["model"]["test_accuracy"]
   assert not any("best_candidate" in k or "ensemble" in k for k in scalars)
@@ -242,7 +260,8 @@ def runner(tmp_path_factory):
 def _train_candidates(runner, candidates, phase=1):
   plan = plan_lib.PhasePlan(phase=phase, target_sparsity=0.5, candidates=tuple(candidates),
                             schedule="llr", retrain_epochs=2)
-  stacked, history, _ = runner.run.train(plan, runner.start, sparsity.FixedMasks(), 1.0)
+  stacked, history, _ = runner.run.train(plan, runner.start, sparsity.FixedMasks(),
+                                        [1.0] * len(candidates))
   return engine.unstack(stacked), history
 
 
@@ -280,3 +299,122 @@ def test_candidates_seeds_set_their_data_order(runner):
   first = lambda s: np.asarray(s.params["conv0"]["kernel"])
   assert not np.allclose(first(differ[0]), first(differ[1]), atol=1e-4)
   np.testing.assert_array_equal(first(same[0]), first(same[1]))
+
+
+def test_norm_drop_is_relative_to_all_parameters(runner):
+  # ALLR's relative norm drop, as the reference computes it: the removed weights' L2 norm
+  # over the norm of every parameter (kernels, biases, BatchNorm scales and shifts).
+  current = runner.start
+  plan = plan_lib.PhasePlan(phase=2, target_sparsity=0.75,
+                            candidates=(plan_lib.Candidate(0, 5e-4, 1.0, 2),),
+                            schedule="allr", retrain_epochs=2)
+  masks, pruned, norm_drop = runner.run.prune(current, plan)
+  before = [np.asarray(p, np.float64) for p in jax.tree.leaves(current.params)]
+  after = [np.asarray(p, np.float64) for p in jax.tree.leaves(pruned)]
+  removed = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(before, after)))
+  every = np.sqrt(sum(np.sum(a ** 2) for a in before))
+  kernels = np.sqrt(sum(np.sum(np.asarray(p, np.float64) ** 2) for _, p, m in
+                        sparsity.masks.leaf_pairs(current.params, masks) if m is not None))
+  assert norm_drop == pytest.approx(removed / every, rel=1e-5)
+  assert removed / kernels > norm_drop * 1.001  # Not the prunable kernels' norm.
+
+
+def test_allr_lower_bound_uses_each_candidates_own_length(runner):
+  # With nothing removed, ALLR's peak is its lower bound min(e / E, 1) * maxLR, with e each
+  # candidate's own retraining length (E = train.epochs = 4).
+  candidates = (plan_lib.Candidate(0, 5e-4, 1.0, 1), plan_lib.Candidate(0, 5e-4, 1.0, 3),
+                plan_lib.Candidate(0, 5e-4, 1.0, 8))
+  plan = plan_lib.PhasePlan(phase=2, target_sparsity=0.75, candidates=candidates,
+                            schedule="allr", retrain_epochs=2)
+  assert runner.run.peak_scales(runner.start, plan, 0.0) == pytest.approx([0.25, 0.75, 1.0])
+  llr = plan_lib.PhasePlan(phase=2, target_sparsity=0.75, candidates=candidates,
+                           schedule="llr", retrain_epochs=2)
+  assert runner.run.peak_scales(runner.start, llr, 0.0) == [1.0, 1.0, 1.0]
+
+
+def _recalibrated(phase, member):
+  """`member` with the BatchNorm statistics `_batch_statistics` gives (the cumulative mean)."""
+  stats = _batch_statistics(phase, member)
+  return evaluation_state(member.params, {f"bn{i}": {"mean": np.mean(stats[i][0], 0),
+                                                     "var": np.mean(stats[i][1], 0)}
+                                          for i in range(3)})
+
+
+def test_recalibrating_all_evaluates_and_ranks_every_candidate_recalibrated(phase):
+  # 'all' (the reference's): each candidate is recalibrated before it is evaluated, and
+  # the validation accuracies that rank candidates are the recalibrated ones, not the
+  # accuracies as trained (here scripted so that the untrained candidate would win).
+  _, record = _run(phase, val=[0.2, 0.1, 0.9], evaluate=phase.make_evaluator("all"))
+  test, val = phase.dataset.test, phase.dataset.val
+  recalibrated = [_recalibrated(phase, m) for m in phase.members]
+  accuracy = lambda s, split: evaluation.accuracy(phase.logits(s, split.x), split.y)
+  assert [c["test_accuracy"] for c in record["candidates"]] == pytest.approx(
+      [accuracy(s, test) for s in recalibrated], abs=1e-9)
+  assert [c["test_accuracy"] for c in record["candidates"]] != pytest.approx(
+      [accuracy(s, test) for s in phase.members], abs=1e-9)  # Really changed.
+  val_recalibrated = [accuracy(s, val) for s in recalibrated]
+  assert [c["val_accuracy"] for c in record["candidates"]] == pytest.approx(val_recalibrated)
+  assert record["best_candidate"]["index"] == int(np.argmax(val_recalibrated)) != 2
+  _, greedy = _run(phase, method="greedy", val=[0.2, 0.1, 0.9],
+                   evaluate=phase.make_evaluator("all"))
+  assert greedy["soup"]["ingredients"][0] == int(np.argmax(val_recalibrated))
+
+
+def test_recalibrating_all_hands_on_the_one_model_recalibrated(phase):
+  model, record = phase.make_evaluator("all")(
+      engine.stack(phase.members[:1]), phase.masks, start_params=phase.start,
+      val_accuracies=phase.val[:1], hparams=[{}], method="uniform")
+  expected = _recalibrated(phase, phase.members[0])
+  chex.assert_trees_all_close(model.batch_stats, expected.batch_stats, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_equal(model.params, phase.members[0].params)
+  test = phase.dataset.test
+  assert record["model"]["test_accuracy"] == pytest.approx(
+      evaluation.accuracy(phase.logits(expected, test.x), test.y))
+
+
+def test_without_recalibration_a_soup_keeps_its_candidates_mean_statistics(phase):
+  soup, _ = _run(phase, evaluate=phase.make_evaluator("none"))
+  chex.assert_trees_all_close(soup.batch_stats, jax.tree.map(
+      lambda *s: np.mean(s, 0), *[m.batch_stats for m in phase.members]), rtol=1e-6)
+
+
+def test_ema_recalibration_is_the_references_exponential_average(phase):
+  # From reset statistics (mean 0, variance 1), each of the 5 batches moves them by 0.1
+  # towards its own (PyTorch's BatchNorm with momentum 0.1); the synthetic data has no
+  # augmentation, so the batches are those of the cumulative average.
+  soup, _ = _run(phase, evaluate=phase.make_evaluator("soups", "ema"))
+  stats = _batch_statistics(phase, soup)
+  for i in range(3):
+    mean, var = np.zeros_like(stats[i][0][0]), np.ones_like(stats[i][1][0])
+    for batch_mean, batch_var in zip(*stats[i]):
+      mean, var = 0.9 * mean + 0.1 * batch_mean, 0.9 * var + 0.1 * batch_var
+    np.testing.assert_allclose(soup.batch_stats[f"bn{i}"]["mean"], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(soup.batch_stats[f"bn{i}"]["var"], var, rtol=1e-4, atol=1e-5)
+
+
+def test_worst_class_accuracy_and_distances_to_the_start(phase):
+  soup, record = _run(phase)
+  test = phase.dataset.test
+  for k, (member, candidate) in enumerate(zip(phase.members, record["candidates"])):
+    predicted = phase.logits(member, test.x).argmax(-1)
+    per_class = [np.mean(predicted[test.y == c] == c) for c in np.unique(test.y)]
+    assert candidate["test_worst_class_accuracy"] == pytest.approx(min(per_class))
+    assert candidate["test_worst_class_accuracy"] < candidate["test_accuracy"]
+    distance = np.sqrt(sum(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+                           for a, b in zip(jax.tree.leaves(member.params),
+                                           jax.tree.leaves(phase.start))))
+    assert candidate["distance_to_start"] == pytest.approx(distance, rel=1e-6)
+  soup_distance = np.sqrt(sum(np.sum((np.asarray(a, np.float64) - np.asarray(b)) ** 2)
+                              for a, b in zip(jax.tree.leaves(soup.params),
+                                              jax.tree.leaves(phase.start))))
+  assert record["soup"]["distance_to_start"] == pytest.approx(soup_distance, rel=1e-6)
+  predicted = phase.logits(soup, test.x).argmax(-1)
+  assert record["soup"]["test_worst_class_accuracy"] == pytest.approx(
+      min(np.mean(predicted[test.y == c] == c) for c in np.unique(test.y)))
+
+
+def test_worst_class_accuracy_counts_only_classes_present():
+  logits = np.eye(4)[[0, 0, 1, 1, 1, 3]]  # Predictions 0 0 1 1 1 3.
+  labels = np.asarray([0, 1, 1, 1, 1, 3])  # Class 0: 1/1, class 1: 3/4, class 3: 1/1.
+  assert evaluation.worst_class_accuracy(logits, labels) == pytest.approx(0.75)
+  assert evaluation.evaluate_logits(logits, labels)["worst_class_accuracy"] == pytest.approx(0.75)

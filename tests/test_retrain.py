@@ -27,29 +27,59 @@ def test_pretrain_schedule_max_and_min():
   assert pre.min_lr == pytest.approx(0.2 * 0.01)  # Two 10x decays; warmup's 0 not counted.
 
 
-def test_llr_warms_up_then_decays_linearly_to_zero():
-  # 50 iterations: 5 of warmup from 0 to maxLR, then linear to 0.
+def _cosine_warmup(count, warm, peak=0.2):
+  """The reference's warmup (REFERENCE.md section 6), written out independently."""
+  return peak * (1 - np.cos(np.pi * count / warm)) / 2
+
+
+def test_llr_warms_up_with_a_cosine_then_decays_linearly_to_zero():
+  # 50 iterations: int(0.1 * 50) = 5 of cosine warmup from 0 to maxLR, then linear to 0.
   assert _lr("llr", 0) == 0.0
-  assert _lr("llr", 2) == pytest.approx(0.2 * 2 / 5)
+  for count in (1, 2, 4):
+    assert _lr("llr", count) == pytest.approx(_cosine_warmup(count, 5), rel=1e-5)
+  assert _lr("llr", 2) != pytest.approx(0.2 * 2 / 5)  # Not the linear ramp.
   assert _lr("llr", 5) == pytest.approx(0.2)
   assert _lr("llr", 5 + 45 / 2) == pytest.approx(0.1)
   assert _lr("llr", 50) == pytest.approx(0.0)
   assert _lr("llr", 5, peak=0.1) == pytest.approx(0.1)  # A candidate's own peak.
+  assert _lr("allr", 3, peak=0.1) == pytest.approx(_cosine_warmup(3, 5, peak=0.1), rel=1e-5)
 
 
-def test_ft_clr_lrw_slr():
+def test_warmup_length_is_truncated_not_rounded():
+  # 59 iterations: int(5.9) = 5 warmup iterations (rounding would give 6).
+  assert _lr("llr", 5, total=59) == pytest.approx(0.2)
+  assert _lr("clr", 3, total=59) == pytest.approx(_cosine_warmup(3, 5), rel=1e-5)
+  # 9 iterations: int(0.9) = 0, no warmup: the decay starts at the peak.
+  assert _lr("llr", 0, total=9) == pytest.approx(0.2)
+  assert _lr("llr", 3, total=9) == pytest.approx(0.2 * (1 - 3 / 9))
+
+
+def test_ft_clr_lrw():
   pre = _pretrain("cosine")
   assert _lr("ft", 17, pretrain=pre) == pytest.approx(pre.min_lr)
+  assert _lr("ft", 0, pretrain=pre) == pytest.approx(pre.min_lr)  # No warmup.
+  assert _lr("clr", 2, pretrain=pre) == pytest.approx(_cosine_warmup(2, 5), rel=1e-5)
   assert _lr("clr", 5, pretrain=pre) == pytest.approx(0.2)
   assert _lr("clr", 50, pretrain=pre) == pytest.approx(pre.min_lr)
   assert _lr("clr", 5 + 45 / 2, pretrain=pre) == pytest.approx((0.2 + pre.min_lr) / 2)
-  # LRW replays the last 50 of the 100 pretraining iterations.
+  # LRW replays the last 50 of the 100 pretraining iterations, without warmup.
   for count in (0, 13, 49):
     assert _lr("lrw", count, pretrain=pre) == pytest.approx(float(pre.fn(50 + count)), rel=1e-5)
-  # SLR: warmup, then the whole pretraining schedule compressed into 45 iterations.
-  assert _lr("slr", 5, pretrain=pre) == pytest.approx(0.2)
-  assert _lr("slr", 50, pretrain=pre) == pytest.approx(float(pre.fn(99)), abs=1e-6)
-  assert _lr("slr", 5 + 45 / 2, pretrain=pre) == pytest.approx(float(pre.fn(49.5)), rel=1e-5)
+
+
+def test_slr_compresses_the_whole_pretraining_schedule_with_its_warmup_held_at_max():
+  # Pretraining: 100 iterations, 10 of them linear warmup, then cosine. Retraining 50: a
+  # cosine warmup of 5, then iteration 5 + j replays pretraining iteration int(j * 100 / 45),
+  # whose warmup part (iterations 0..9) is replaced by maxLR, as in the reference.
+  pre = _pretrain("cosine", warmup=1.0)
+  assert pre.warmup_steps == 10
+  assert _lr("slr", 2, pretrain=pre) == pytest.approx(_cosine_warmup(2, 5), rel=1e-5)
+  for j in range(45):
+    index = int(j * 100 / 45)
+    want = 0.2 if index < 10 else float(pre.fn(index))
+    assert _lr("slr", 5 + j, pretrain=pre) == pytest.approx(want, rel=1e-5, abs=1e-7), j
+  assert _lr("slr", 5 + 2, pretrain=pre) == pytest.approx(0.2)  # Pretraining's warmup: maxLR.
+  assert float(pre.fn(4)) < 0.1  # ... where the pretraining schedule itself was low.
 
 
 def test_allr_peak_is_clipped():

@@ -1,192 +1,171 @@
-"""Common corruptions of standardised inputs, for out-of-distribution evaluation.
+"""Out-of-distribution test sets: corrupted copies of a dataset's test split.
 
-In the spirit of CIFAR-10-C (Hendrycks & Dietterich, 2019), generated in JAX for any in-memory
-split: `x: [n, *spatial, c]` float32, standardised per channel (mean 0, std 1), i.e. images
-`[n, h, w, c]` or signals `[n, length, c]`. The scales below are in units of the data's
-standard deviation (noise), of the batch's per-channel range (shot, speckle, impulse), or of
-samples along each spatial axis (blur), so that they mean the same for images and signals:
+`ood_sets(dataset, severity, key, selection)` builds them once, before the phases:
+- image datasets (`Dataset.pixel_max` set): the test split is un-standardised to pixels in
+  [0, 1], corrupted as CIFAR-10-C's published code does (`image_corruptions.corrupt`, with its
+  parameters), stored in 8 bits as CIFAR-10-C stores them (truncated) when the dataset's
+  pixels are 8-bit, and standardised again;
+- CIFAR-10: the real CIFAR-10-C from TFDS instead, when every set asked for is prepared;
+- 1-D signals (MNIST-1D): the analogues of `signal_corruptions` on the standardised inputs.
 
-| corruption     | what                                             | severity 1 .. 5              |
-| -------------- | ------------------------------------------------ | ---------------------------- |
-| gaussian_noise | x + N(0, s^2)                                    | s = 0.2, 0.4, 0.6, 0.8, 1.0  |
-| shot_noise     | Poisson(lam * u) / lam on the intensities u      | lam = 250, 100, 50, 25, 12   |
-| impulse_noise  | a fraction p of the entries set to lo or hi      | p = .01, .03, .05, .1, .2    |
-| speckle_noise  | u + u * N(0, s^2) on the intensities u           | s = 0.1, 0.2, 0.3, 0.4, 0.6  |
-| gaussian_blur  | Gaussian filter along each spatial axis in turn  | sigma = 0.5, 1, 1.5, 2, 3    |
-| contrast       | mean + c * (x - mean), per example and channel   | c = 0.75, 0.5, 0.4, 0.3, 0.2 |
+Which corruptions (config `ood.corruptions`): 'default' = CORRUPTIONS, six that cost little to
+make (the reference evaluates the first, gaussian_noise); 'all' = every one the data has (18
+for images, frost is left out; 6 for signals); or names separated by commas. Each set costs
+a forward pass over it per phase.
 
-The intensities u = (x - lo) / (hi - lo) use the batch's per-channel minimum `lo` and maximum
-`hi`, the stand-ins for the pixel range [0, 1] (a standardisation is affine per channel, so
-for images they are its image of [0, 255] when the batch holds a black and a white pixel of
-each channel). Noisy values are clipped to [lo, hi], as CIFAR-10-C clips to [0, 1]; impulse
-noise writes `lo` (pepper) or `hi` (salt). Because of that range, corrupt a whole split at
-once, not batch by batch. Blur pads with the edge values, so constant inputs stay constant.
-
-The reference implementation of the paper evaluates gaussian_noise at severity 3. The
-TFDS dataset `cifar10_corrupted` (the real CIFAR-10-C) is read by `tfds_cifar10_corrupted`.
+Severity (config `ood.severity`): 1..5, or 'all': a corruption's set then holds the test split
+corrupted at severities 1, 2, 3, 4 and 5, one after the other, so that its accuracy is the
+mean of the five severities' accuracies (the sets are equally large), as CIFAR-C papers
+report. The sets' names, the keys of a phase record's `ood`, are the corruptions' names
+(`<dataset>_corrupted/<name>` for real TFDS sets), whatever the severity. Corruption i (its
+index in its module's CORRUPTIONS) draws from `fold_in(key, i)` at every severity.
 """
 
-import functools
-import math
-from typing import Callable
+import importlib.util
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sms_jax.data.arrays import Split, standardize
+from sms_jax.data import image_corruptions, signal_corruptions
+from sms_jax.data.arrays import Split, standardize, standardize_with
 from sms_jax.data.dataset import Dataset
 
+SEVERITIES = (1, 2, 3, 4, 5)
+# The default selection, for images and signals alike.
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
                "gaussian_blur", "contrast")
-SEVERITIES = (1, 2, 3, 4, 5)
-# The severity's scale of each corruption, see the table above.
-SCALES = {
-    "gaussian_noise": (0.2, 0.4, 0.6, 0.8, 1.0),
-    "shot_noise": (250.0, 100.0, 50.0, 25.0, 12.0),
-    "impulse_noise": (0.01, 0.03, 0.05, 0.1, 0.2),
-    "speckle_noise": (0.1, 0.2, 0.3, 0.4, 0.6),
-    "gaussian_blur": (0.5, 1.0, 1.5, 2.0, 3.0),
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.2),
-}
-BLUR_RADIUS = math.ceil(3 * max(SCALES["gaussian_blur"]))  # Taps on each side of the centre.
+# TFDS's names in `cifar10_corrupted` where they differ from the published code's.
+TFDS_NAMES = {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"}
 
 
-def _channel_range(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The batch's per-channel minimum and maximum of `x: [n, ..., c]`, each `[c]`."""
-  axes = tuple(range(x.ndim - 1))
-  return x.min(axes), x.max(axes)
+def available(images: bool) -> tuple[str, ...]:
+  """The corruptions that can be generated for images (pixel space) or 1-D signals."""
+  return image_corruptions.CORRUPTIONS if images else signal_corruptions.CORRUPTIONS
 
 
-def _on_intensities(x: jax.Array, noise: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  """Applies `noise` to the intensities u = (x - lo) / (hi - lo) in [0, 1], maps back, clips."""
-  lo, hi = _channel_range(x)
-  width = jnp.where(hi > lo, hi - lo, 1.0)
-  return jnp.clip(lo + noise((x - lo) / width) * width, lo, hi)
+def allowed_text(images: bool) -> str:
+  """What `ood.corruptions` allows, for a config error message."""
+  return "default, all, or comma-separated names among " + ", ".join(available(images))
 
 
-def gaussian_noise(key: jax.Array, x: jax.Array, std: float) -> jax.Array:
-  """`x + N(0, std^2)`, clipped to the batch's per-channel range."""
-  lo, hi = _channel_range(x)
-  return jnp.clip(x + std * jax.random.normal(key, x.shape, x.dtype), lo, hi)
+def selection(spec: str, images: bool) -> tuple[str, ...]:
+  """The corruptions `spec` ('default', 'all' or 'name,name,...') selects for images or
+  signals, in the given order.
 
-
-def shot_noise(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
-  """Poisson noise: intensities u in [0, 1] become Poisson(rate * u) / rate."""
-  return _on_intensities(x, lambda u: jax.random.poisson(key, rate * u).astype(x.dtype) / rate)
-
-
-def speckle_noise(key: jax.Array, x: jax.Array, std: float) -> jax.Array:
-  """Multiplicative noise: intensities u in [0, 1] become u + u * N(0, std^2)."""
-  return _on_intensities(x, lambda u: u * (1 + std * jax.random.normal(key, x.shape, x.dtype)))
-
-
-def impulse_noise(key: jax.Array, x: jax.Array, fraction: float) -> jax.Array:
-  """Salt and pepper: each entry becomes, with probability `fraction`, the batch's per-channel
-  minimum or maximum (either with probability 1/2)."""
-  hit_key, salt_key = jax.random.split(key)
-  lo, hi = _channel_range(x)
-  hit = jax.random.bernoulli(hit_key, fraction, x.shape)
-  salt = jax.random.bernoulli(salt_key, 0.5, x.shape)
-  return jnp.where(hit, jnp.where(salt, hi, lo), x)
-
-
-def gaussian_kernel(sigma: float | jax.Array, radius: int = BLUR_RADIUS) -> jax.Array:
-  """Normalised 1-D Gaussian filter `[2 * radius + 1]` of standard deviation `sigma`."""
-  taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1) / sigma) ** 2)
-  return taps / taps.sum()
-
-
-def gaussian_blur(x: jax.Array, sigma: float | jax.Array) -> jax.Array:
-  """Blurs `x: [n, *spatial, c]` along each spatial axis in turn, padding with edge values.
-
-  The filter has the radius of the largest sigma, whatever `sigma` (one compilation for all
-  severities; the far taps of a small sigma are ~0).
+  Raises:
+    ValueError: an unknown or repeated name, or an empty `spec`.
   """
-  taps = gaussian_kernel(sigma).astype(x.dtype)
-  for axis in range(1, x.ndim - 1):
-    size = x.shape[axis]
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (BLUR_RADIUS, BLUR_RADIUS)
-    padded = jnp.pad(x, pad, mode="edge")
-    x = sum(taps[i] * jax.lax.slice_in_dim(padded, i, i + size, axis=axis)
-            for i in range(len(taps)))
-  return x
+  if spec == "default":
+    return CORRUPTIONS
+  if spec == "all":
+    return available(images)
+  names = tuple(part.strip() for part in spec.split(","))
+  if not all(name in available(images) for name in names) or len(set(names)) < len(names):
+    raise ValueError(f"ood.corruptions = {spec!r}; allowed: {allowed_text(images)}")
+  return names
 
 
-def contrast(x: jax.Array, factor: float) -> jax.Array:
-  """Pulls each example toward its per-channel mean: `mean + factor * (x - mean)`."""
-  mean = x.mean(tuple(range(1, x.ndim - 1)), keepdims=True)
-  return mean + factor * (x - mean)
+def selection_ok(spec, images: bool = True) -> bool:
+  """Whether `spec` is a valid `ood.corruptions` for images (or signals)."""
+  try:
+    return isinstance(spec, str) and bool(selection(spec, images))
+  except ValueError:
+    return False
 
 
-def _check_severity(severity: int) -> None:
-  if isinstance(severity, bool) or severity not in SEVERITIES:
-    raise ValueError(f"corruption severity must be an int in 1..5, got {severity!r}")
+def config_error(spec: str, input_shape: tuple[int, ...]) -> str | None:
+  """The one-line config error of `ood.corruptions = spec` for a dataset of examples shaped
+  `input_shape` (images `(h, w, c)`, signals `(length, c)`), or None: names that only images
+  have, asked of signals; jpeg_compression without Pillow installed."""
+  images = len(input_shape) == 3
+  if not selection_ok(spec, images):
+    return (f"config key ood.corruptions = {spec!r} is not allowed for data of shape "
+            f"{tuple(input_shape)} ({'images' if images else '1-D signals'}); allowed: "
+            f"{allowed_text(images)}")
+  wanted = set(selection(spec, images)) & set(image_corruptions.NEEDS_PILLOW) if images else ()
+  if wanted and importlib.util.find_spec("PIL") is None:
+    return (f"config key ood.corruptions = {spec!r} is not allowed here: "
+            f"{', '.join(sorted(wanted))} needs Pillow (pip install pillow); allowed: "
+            "other corruptions, or install Pillow")
+  return None
 
 
-@functools.partial(jax.jit, static_argnames="name")
-def _apply(key: jax.Array, x: jax.Array, name: str, scale: float) -> jax.Array:
-  """Corruption `name` at `scale`, compiled once per name and shape for all severities."""
-  if name == "gaussian_blur":
-    out = gaussian_blur(x, scale)
-  elif name == "contrast":
-    out = contrast(x, scale)
-  else:
-    noise = {"gaussian_noise": gaussian_noise, "shot_noise": shot_noise,
-             "impulse_noise": impulse_noise, "speckle_noise": speckle_noise}[name]
-    out = noise(key, x, scale)
-  return out.astype(x.dtype)
+def _severities(severity: int | str) -> tuple[int, ...]:
+  return SEVERITIES if severity == "all" else (severity,)
 
 
-def corrupt(key: jax.Array, x: jax.Array, name: str, severity: int = 3) -> jax.Array:
-  """Corrupts `x: [n, *spatial, c]` with corruption `name` at `severity` (see the table above).
+def _real_sets(dataset: Dataset, names: tuple[str, ...],
+               severities: tuple[int, ...]) -> dict[str, Split] | None:
+  """The dataset's own corrupted test sets (`Dataset.ood_loader`), if it has all of them."""
+  if dataset.ood_loader is None:
+    return None
+  loaded = [dataset.ood_loader(s, names) for s in severities]
+  if any(sets is None for sets in loaded):
+    return None
+  return {f"{dataset.name}_corrupted/{name}":
+          Split(np.concatenate([sets[name].x for sets in loaded]),
+                np.concatenate([sets[name].y for sets in loaded])) for name in names}
 
-  Pure JAX and compiled (once per name and input shape); inside a jit, pass `name` and
-  `severity` as static arguments. Deterministic given `key` (contrast and gaussian_blur
-  ignore it).
+
+def corrupt_standardized(key: jax.Array, x: np.ndarray, name: str, severity: int,
+                         standardization: tuple[np.ndarray, np.ndarray],
+                         pixel_max: float) -> np.ndarray:
+  """Corrupts standardised images `x: [n, h, w, c]` in pixel space and standardises them again.
+
+  Pixels are `raw / pixel_max` with `raw = x * std + mean` (`standardization = (mean, std)`);
+  8-bit data (`pixel_max` 255) is rounded to its integer levels first and, corrupted, truncated
+  to them again, as CIFAR-10-C stores its images (`np.uint8`).
+
+  Returns:
+    float32 `[n, h, w, c]`, standardised with `standardization`.
+  """
+  mean, std = standardization
+  raw = np.asarray(x, np.float64) * std + mean
+  eight_bit = pixel_max == 255
+  if eight_bit:
+    raw = np.round(raw)
+  pixels = np.clip(raw / pixel_max, 0, 1)
+  out = image_corruptions.corrupt(key, pixels, name, severity) * pixel_max
+  if eight_bit:
+    out = np.floor(out + 1e-6)  # Truncated; the guard keeps exact levels through float error.
+  return standardize_with(standardization, out)[0]
+
+
+def ood_sets(dataset: Dataset, severity: int | str, key: jax.Array,
+             corruptions: str = "default") -> dict[str, Split]:
+  """The corrupted test sets of `dataset` (see the module docstring): `{name: Split}`.
 
   Args:
-    key: PRNG key of the noise.
-    x: standardised inputs `[n, *spatial, c]` (images `[n, h, w, c]` or signals `[n, l, c]`).
-    name: one of CORRUPTIONS.
-    severity: 1 (mild) .. 5 (strong).
+    dataset: in-memory data (streamed data gets none).
+    severity: 1..5, 'all' (each set holds the five severities in turn), or 0 (none).
+    key: PRNG key; corruption i of its module's CORRUPTIONS uses `fold_in(key, i)`.
+    corruptions: 'default', 'all' or a comma-separated list of names (`selection`).
   Returns:
-    The corrupted inputs, of `x`'s shape and dtype.
-  Raises:
-    ValueError: unknown `name`, or `severity` not in 1..5.
-  """
-  if name not in CORRUPTIONS:
-    raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
-  _check_severity(severity)
-  return _apply(key, jnp.asarray(x), name, SCALES[name][severity - 1])
-
-
-def corrupted_splits(key: jax.Array, x: jax.Array, severity: int = 3) -> dict[str, jax.Array]:
-  """Every corruption of CORRUPTIONS applied to `x: [n, *spatial, c]`, each with its own key.
-
-  Returns:
-    `{name: corrupted x}`, in CORRUPTIONS' order; corruption i uses `fold_in(key, i)`.
-  """
-  return {name: corrupt(jax.random.fold_in(key, i), x, name, severity)
-          for i, name in enumerate(CORRUPTIONS)}
-
-
-def ood_sets(dataset: Dataset, severity: int, key: jax.Array) -> dict[str, Split]:
-  """The corrupted test sets of `dataset` at `severity` (0: none; streamed data: none).
-
-  The dataset's own when it has them (`Dataset.ood_loader`: CIFAR-10-C from TFDS, named
-  '<dataset>_corrupted/<corruption>'), else every corruption of CORRUPTIONS generated from
-  the test split with `corrupted_splits(key, ...)`, named by the corruption.
+    `{name: Split(x [k * n_test, ...] float32 standardised, y [k * n_test] int32)}` with k = 5
+    for severity 'all', else 1; {} for severity 0 or streamed data.
   """
   if not severity or dataset.streaming:
     return {}
-  real = dataset.ood_loader(severity) if dataset.ood_loader else None
+  images = dataset.pixel_max is not None and dataset.standardization is not None
+  names, severities = selection(corruptions, images), _severities(severity)
+  real = _real_sets(dataset, names, severities)
   if real is not None:
-    return {f"{dataset.name}_corrupted/{name}": split for name, split in real.items()}
+    return real
   test = dataset.test
-  generated = corrupted_splits(key, jnp.asarray(test.x), severity)
-  return {name: Split(np.asarray(x), test.y) for name, x in generated.items()}
+  labels = np.tile(test.y, len(severities))
+  if images:
+    index = image_corruptions.CORRUPTIONS.index
+    make = lambda name, s: corrupt_standardized(
+        jax.random.fold_in(key, index(name)), test.x, name, s, dataset.standardization,
+        dataset.pixel_max)
+  else:
+    index = signal_corruptions.CORRUPTIONS.index
+    make = lambda name, s: signal_corruptions.corrupt(
+        jax.random.fold_in(key, index(name)), jnp.asarray(test.x), name, s)
+  generated = {name: np.concatenate([np.asarray(make(name, s)) for s in severities])
+               for name in names}
+  return {name: Split(np.asarray(x), labels) for name, x in generated.items()}
 
 
 def tfds_cifar10_corrupted(data_dir: str | None, reference_x: np.ndarray,
@@ -201,15 +180,18 @@ def tfds_cifar10_corrupted(data_dir: str | None, reference_x: np.ndarray,
     data_dir: the TFDS data directory; None for TFDS's default.
     reference_x: the raw CIFAR-10 training inputs `[n, 32, 32, 3]` uint8 whose per-channel
       statistics standardised the model's data (`sms_jax.data.standardize`).
-    corruptions: TFDS corruption names, e.g. CORRUPTIONS or 'fog', 'jpeg_compression'.
+    corruptions: names of `image_corruptions.CORRUPTIONS` (TFDS's own names where they differ,
+      `TFDS_NAMES`, are used to read them), or TFDS's extra ones, e.g. 'frost'.
     severity: 1 .. 5.
   Returns:
     `{name: Split(x [10000, 32, 32, 3] float32 standardised, y [10000] int32)}`, or None if
     any of the configs is not prepared in `data_dir`.
   """
   from sms_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  _check_severity(severity)
-  names = {name: f"cifar10_corrupted/{name}_{severity}" for name in corruptions}
+  if isinstance(severity, bool) or severity not in SEVERITIES:
+    raise ValueError(f"corruption severity must be an int in 1..5, got {severity!r}")
+  names = {name: f"cifar10_corrupted/{TFDS_NAMES.get(name, name)}_{severity}"
+           for name in corruptions}
   try:
     for tfds_name in names.values():  # Check them all before reading any.
       tfds_source.prepared_builder(tfds_name, data_dir)

@@ -19,11 +19,14 @@ class Dataset(NamedTuple):
     num_classes: number of labels.
     augment: the on-device training augmentation, one of `sms_jax.data.device.AUGMENTATIONS`
       ('none' for streams, which augment in their input pipeline).
-    ood_loader: `severity -> {corruption: Split} or None`: a real corrupted test set
+    ood_loader: `(severity, names) -> {name: Split} or None`: real corrupted test sets
       standardised like `train` (CIFAR-10-C when prepared), read only when called.
     standardization: `(mean, std)`, float32 `[channels]`: the model's inputs are
       `(raw - mean) / std` of the dataset's stored inputs (MNIST-1D signals, pixels 0-255 of
       TFDS images), per channel; None if unknown.
+    pixel_max: the stored inputs are images `[h, w, c]` with pixels in [0, pixel_max] (255 for
+      TFDS images, 1 for digits): OOD sets are corrupted in that pixel space
+      (`sms_jax.data.corruptions`); None for other data (1-D signals).
   """
   name: str
   train: Split | Stream
@@ -31,8 +34,9 @@ class Dataset(NamedTuple):
   test: Split | Stream
   num_classes: int
   augment: str
-  ood_loader: Callable[[int], dict[str, "Split"] | None] | None = None
+  ood_loader: Callable[..., dict[str, "Split"] | None] | None = None
   standardization: tuple[np.ndarray, np.ndarray] | None = None
+  pixel_max: float | None = None
 
   @property
   def streaming(self) -> bool:

@@ -126,9 +126,12 @@ def load(dataset_config) -> Dataset:
   if dataset_config.name == "cifar10":
     from sms_jax.data import corruptions  # pylint: disable=g-import-not-at-top
     raw_train_x, data_dir = train.x, dataset_config.data_dir or None
-    ood_loader = lambda severity: corruptions.tfds_cifar10_corrupted(
-        data_dir, raw_train_x, severity=severity)
+    ood_loader = lambda severity, names=corruptions.CORRUPTIONS: (
+        corruptions.tfds_cifar10_corrupted(data_dir, raw_train_x, names, severity))
+  # Images' pixel range, for the OOD sets' corruptions in pixel space: TFDS stores uint8
+  # pixels, digits [0, 1] floats; 1-D signals have none.
+  pixel_max = None if train.x.ndim != 4 else 255.0 if train.x.dtype == np.uint8 else 1.0
   return Dataset(name=dataset_config.name, train=Split(train_x, train.y),
                  val=Split(val_x, val.y), test=Split(test_x, test.y),
                  num_classes=num_classes, augment=augment, ood_loader=ood_loader,
-                 standardization=stats)
+                 standardization=stats, pixel_max=pixel_max)

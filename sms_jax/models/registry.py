@@ -4,6 +4,8 @@ Every model is called as `model.apply(variables, x, train=bool)` on float32 NHWC
 signals) and returns `[n, num_classes]` float32 logits. `variables` holds 'params' and, for
 models with BatchNorm, 'batch_stats': with `train=True` BatchNorm uses batch statistics and the
 caller passes `mutable=["batch_stats"]`; with `train=False` it uses the running averages.
+Models with dropout (`wrn..._d{rate}`) drop only when called with `train=True` and
+`rngs={"dropout": key}`; every other call is deterministic.
 """
 
 import re
@@ -26,7 +28,8 @@ Builder = Callable[[int, Dtype], nn.Module]
 
 MODEL_NAMES_HELP = (
     "mlp, cnn1d, cnn2d, resnet{20,32,44,56,110} (CIFAR, 6n+2), resnet18 (CIFAR), "
-    "wrn{depth}_{width} (depth = 6n+4, e.g. wrn28_10, wrn16_8), vgg{11,13,16,19} (BN, CIFAR), "
+    "wrn{depth}_{width}[_d{rate}] (depth = 6n+4, e.g. wrn28_10, wrn22_2_d0.3: dropout 0.3), "
+    "vgg{11,13,16,19} (BN, CIFAR), "
     "resnet50 (ImageNet; also resnet101, resnet152, resnet{18,34,50,101,152}_imagenet)")
 
 _FIXED: dict[str, Builder] = {
@@ -45,7 +48,9 @@ for _depth in VGG_STAGES:
   _FIXED[f"vgg{_depth}"] = lambda c, dtype, d=_depth: vgg(d, c, dtype)
 
 _RESNET_CIFAR = re.compile(r"resnet([1-9][0-9]*)")
-_WRN = re.compile(r"wrn([1-9][0-9]*)_([1-9][0-9]*)")
+# An optional dropout rate, written as a decimal in (0, 1) without trailing zeros (one
+# spelling per model): wrn22_2_d0.3 is the SMS reference's CIFAR-100 WideResNet.
+_WRN = re.compile(r"wrn([1-9][0-9]*)_([1-9][0-9]*)(?:_d(0\.[0-9]*[1-9]))?")
 
 
 def _builder(name: str) -> Builder | None:
@@ -57,9 +62,9 @@ def _builder(name: str) -> Builder | None:
     if depth >= 8 and (depth - 2) % 6 == 0:
       return lambda c, dtype: resnet_cifar(depth, c, dtype)
   if m := _WRN.fullmatch(name):
-    depth, width = int(m.group(1)), int(m.group(2))
+    depth, width, dropout = int(m.group(1)), int(m.group(2)), float(m.group(3) or 0.0)
     if depth >= 10 and (depth - 4) % 6 == 0:
-      return lambda c, dtype: WideResNet(c, depth, width, dtype=dtype)
+      return lambda c, dtype: WideResNet(c, depth, width, dropout, dtype=dtype)
   return None
 
 
@@ -91,7 +96,9 @@ def create_model(name: str, num_classes: int, *, dtype: Dtype = jnp.float32) -> 
   """Builds the model called `name` with `num_classes` output logits.
 
   Args:
-    name: one of MODEL_NAMES_HELP, e.g. "resnet20", "wrn28_10", "vgg16", "resnet50".
+    name: one of MODEL_NAMES_HELP, e.g. "resnet20", "wrn28_10", "vgg16", "resnet50";
+      "wrn22_2_d0.3" is a WRN-22-2 with dropout 0.3 in every block, active only in training
+      calls given a 'dropout' PRNG stream (see `sms_jax.models.wide_resnet`).
     num_classes: number of output logits (>= 1).
     dtype: computation dtype (e.g. jnp.bfloat16); parameters and logits stay float32.
 

@@ -12,7 +12,7 @@ and the candidates every `checkpoint.every_epochs` epochs, so a killed run resum
 import os
 import shutil
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ from sms_jax import config as config_lib
 from sms_jax.data import Dataset, corruptions
 from sms_jax.phases.evaluate import PhaseEvaluator, outcome
 from sms_jax.phases.plan import Candidate, Model, PhasePlan, candidate_names
-from sms_jax.sparsity import masks as masks_lib, registry
+from sms_jax.sparsity import registry
 from sms_jax.training import engine, loop, retrain, state as state_lib
 
 
@@ -60,32 +60,37 @@ class PhaseRunner:
         self.model, dataset, self.evaluator,
         bn_recalibration_frac=config.soup.bn_recalibration_frac,
         batch_size=config.train.batch_size,
-        ood_sets=corruptions.ood_sets(dataset, config.ood.severity, jax.random.fold_in(root, 3)),
-        paths=models.param_paths(self.model, dataset.input_shape))
+        ood_sets=corruptions.ood_sets(dataset, config.ood.severity, jax.random.fold_in(root, 3),
+                                     config.ood.corruptions),
+        paths=models.param_paths(self.model, dataset.input_shape),
+        bn_recalibration=config.soup.bn_recalibration,
+        bn_average=config.soup.bn_recalibration_average, key=jax.random.fold_in(root, 4))
 
   def context(self, start_sparsity: float) -> PlanContext:
     """What the strategy's plans may use, for a pretrained model of `start_sparsity`."""
     return PlanContext(self.steps_per_epoch, self.pretrain.max_lr, start_sparsity)
 
   def prune(self, current: Model, plan: PhasePlan) -> tuple[Any, Any, float]:
-    """The phase's masks, the pruned params, and the relative L2 norm pruning removed (over
-    the prunable weights)."""
+    """The phase's masks, the pruned params, and the relative L2 norm pruning removed: the
+    norm of the removed weights over that of all parameters before (kernels, biases,
+    BatchNorm scales and shifts), as in the reference."""
     masks = sparsity.prune(current.params, current.masks, plan.target_sparsity,
                            selector=self.config.prune.selector,
                            key=jax.random.fold_in(self.prune_key, plan.phase))
     params = sparsity.apply_masks(current.params, masks)
     removed, before = (np.sqrt(sum(map(float, sums)))
-                       for sums in _squared_norms(current.params, params, masks))
+                       for sums in _squared_norms(current.params, params))
     return masks, params, removed / max(before, 1e-12)
 
-  def peak_scale(self, current: Model, plan: PhasePlan, norm_drop: float) -> float:
-    """The factor on the candidates' peak learning rate: ALLR's for this phase, else 1."""
+  def peak_scales(self, current: Model, plan: PhasePlan, norm_drop: float) -> list[float]:
+    """Each candidate's factor on its peak learning rate: ALLR's for this phase (its lower
+    bound from the candidate's own retraining length), else 1."""
     if plan.schedule != "allr":
-      return 1.0
+      return [1.0] * len(plan.candidates)
     before = sparsity.sparsity(current.masks)
     prune_rate = 1.0 - (1.0 - plan.target_sparsity) / (1.0 - before)
-    return retrain.allr_peak(norm_drop, prune_rate, plan.retrain_epochs, self.config.train.epochs,
-                             1.0)
+    return [retrain.allr_peak(norm_drop, prune_rate, c.retrain_epochs, self.config.train.epochs,
+                              1.0) for c in plan.candidates]
 
   def hparams(self, candidate: Candidate, peak_scale: float) -> dict[str, Any]:
     """A candidate's hyperparameters as run: its peak learning rate in absolute terms."""
@@ -98,33 +103,35 @@ class PhaseRunner:
     and the record, whose scalars (`phase_scalars`) go to TensorBoard at the phase's last
     epoch on the experiment's axis (where its candidates' last epoch is)."""
     masks, params, norm_drop = self.prune(current, plan)
-    peak_scale = self.peak_scale(current, plan, norm_drop)
+    peak_scales = self.peak_scales(current, plan, norm_drop)
     report.log(f"phase {plan.phase}/{self.config.prune.n_phases}: pruned to sparsity "
                f"{sparsity.sparsity(masks):.4f}; training {self.m} candidate(s) for "
                f"{plan.epochs} epochs")
     updater = registry.build(plan.updater, self.config, self.steps_per_epoch, masks)
     stacked, history, train_time = self.train(plan, Model(params, current.batch_stats, masks),
-                                              updater, peak_scale)
+                                              updater, peak_scales)
     masks = _common_masks(stacked, masks, updater)
     soup, evaluated = self.evaluate(
-        stacked, masks, val_accuracies=history[-1].get("val_accuracy"),
-        hparams=[self.hparams(c, peak_scale) for c in plan.candidates],
+        stacked, masks, start_params=params, val_accuracies=history[-1].get("val_accuracy"),
+        hparams=[self.hparams(c, s) for c, s in zip(plan.candidates, peak_scales)],
         method=self.config.soup.method if self.m > 1 else "uniform")
     record = {"phase": plan.phase, "target_sparsity": plan.target_sparsity, **evaluated,
               "train_time_s": train_time, "relative_norm_drop": norm_drop, "history": history}
     self.scalars.write(plan.first_epoch + plan.epochs, phase_scalars(record))
     return Model(soup.params, soup.batch_stats, masks), record
 
-  def train(self, plan: PhasePlan, start: Model, updater: sparsity.Updater, peak_scale: float
+  def train(self, plan: PhasePlan, start: Model, updater: sparsity.Updater,
+            peak_scales: Sequence[float]
             ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
-    """Retrains the plan's candidates from `start`: the stacked state `[m, ...]` (on this
-    process), its history and the training time."""
+    """Retrains the plan's candidates from `start`, each with its factor on the peak
+    learning rate (`peak_scales`): the stacked state `[m, ...]` (on this process), its
+    history and the training time."""
     config = self.config
     txs = [updater.wrap(retrain.retrain_optimizer(
         config.train, plan.schedule, self.pretrain,
-        peak_learning_rate=self.pretrain.max_lr * peak_scale * c.learning_rate,
+        peak_learning_rate=self.pretrain.max_lr * scale * c.learning_rate,
         total_steps=c.retrain_epochs * self.steps_per_epoch, weight_decay=c.weight_decay,
-        first_step=plan.first_step), start.masks) for c in plan.candidates]
+        first_step=plan.first_step), start.masks) for c, scale in zip(plan.candidates, peak_scales)]
     stacked = engine.stack([
         state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=start.params,
                              batch_stats=start.batch_stats, opt_state=tx.init(start.params))
@@ -189,13 +196,12 @@ class PhaseRunner:
 
 
 @jax.jit
-def _squared_norms(params: Any, pruned: Any,
-                   masks: Any) -> tuple[list[jax.Array], list[jax.Array]]:
-  """Per prunable leaf: the squared L2 norm of what pruning removed, and of `params`."""
-  pairs = [(p, q) for (_, p, m), q in zip(masks_lib.leaf_pairs(params, masks),
-                                          jax.tree.leaves(pruned)) if m is not None]
-  return ([jnp.sum(jnp.square(p - q)) for p, q in pairs],
-          [jnp.sum(jnp.square(p)) for p, _ in pairs])
+def _squared_norms(params: Any, pruned: Any) -> tuple[list[jax.Array], list[jax.Array]]:
+  """Per leaf: the squared L2 norm of what pruning removed (`params - pruned`), and of
+  `params`."""
+  return ([jnp.sum(jnp.square(p - q)) for p, q in zip(jax.tree.leaves(params),
+                                                      jax.tree.leaves(pruned))],
+          [jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params)])
 
 
 def _common_masks(stacked: state_lib.TrainState, masks: Any, updater: sparsity.Updater) -> Any:
@@ -264,7 +270,8 @@ def _final_line(final: dict[str, Any], reference: dict[str, Any], start: str) ->
 
 
 def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m: int,
-        plans: PlansFn, pretrain_epochs: int | None = None) -> dict[str, Any]:
+        plans: PlansFn, pretrain_epochs: int | None = None,
+        phase_runner: type[PhaseRunner] = PhaseRunner) -> dict[str, Any]:
   """Pretrains, then runs the phases of `plans(config, context)` with m candidates each.
 
   Args:
@@ -274,6 +281,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
     m: candidates per phase.
     plans: the strategy's phase plans.
     pretrain_epochs: stop pretraining after this many epochs (default: train.epochs).
+    phase_runner: runs each phase; a strategy whose phases differ (e.g. carry more than the
+      model) passes a subclass.
   Returns:
     The results' strategy part: pretraining `history`, `dense` (its val/test metrics),
     `phases` (one record per phase), `final` (the metrics and sparsity of the last phase's
@@ -283,7 +292,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
   scalars = report.ScalarWriter(workdir)
   try:
     pretrained = pretraining.pretrain(config, dataset, workdir, scalars, epochs=pretrain_epochs)
-    runner = PhaseRunner(config, dataset, workdir, pretrained, m=m, scalars=scalars)
+    runner = phase_runner(config, dataset, workdir, pretrained, m=m, scalars=scalars)
     phase_plans = plans(config, runner.context(sparsity.sparsity(pretrained.masks)))
     dense_metrics = pretraining.final_metrics(pretrained)
     state = pretrained.state
@@ -322,7 +331,8 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
 
   last = records[-1]
   final = {k: outcome(last)[k] for k in ("val_accuracy", "val_loss", "test_accuracy",
-                                          "test_loss", "test_ece", "test_mce")}
+                                          "test_loss", "test_ece", "test_mce",
+                                          "test_worst_class_accuracy", "distance_to_start")}
   final.update(sparsity=last["sparsity"], sparsity_all=last["sparsity_all"])
   report.log(_final_line(final, dense_metrics,
                          "sparse start" if pretrained.init_mask else "dense"))

@@ -9,7 +9,7 @@ again with the sparsity a sparse start achieved once the mask is made.
 
 from typing import Any, Callable, NamedTuple
 
-from sms_jax.sparsity import gmp, set_updater
+from sms_jax.sparsity import dpf, gmp, set_updater
 from sms_jax.sparsity.updater import FixedMasks, Updater
 
 
@@ -26,6 +26,11 @@ UPDATERS: dict[str, Registration] = {
                         "gradual magnitude pruning along the cubic schedule (gradual.*)"),
     "set": Registration(set_updater.SET.from_config, True, set_updater.check_config,
                         "sparse evolutionary training: drop and regrow at random (regrow.*)"),
+    "dpf": Registration(dpf.DPF.from_config, True, gmp.check_config,
+                        "dynamic pruning with feedback: gmp's schedule on masked weights, dense "
+                        "weights kept and revived (gradual.*)"),
+    "dpf_fixed": Registration(lambda config, steps_per_epoch, masks: dpf.FixedFeedback(),
+                              help="fixed masks, dense weights learning: sms_dpf's phases"),
 }
 
 

@@ -3,12 +3,19 @@
   dense            train one model (dense, or inside a start mask)
   imp, imp_mx, sms prune-retrain phases: IMP, IMP with m times the retraining, Sparse Model
                    Soups (`prune_retrain`)
-  sms_gmp          SMS between the mask updates of gradual magnitude pruning (`sms_gmp`)
-  gmp, set, ...    one model trained with a standalone sparsity updater
+  sms_gmp, gmp_mx  SMS between the mask updates of gradual magnitude pruning, and one model
+                   trained soup.m times longer there: its equal compute (`sms_gmp`)
+  sms_dpf          SMS between the mask updates of dynamic pruning with feedback (`sms_dpf`)
+  bimp, sms_bimp   budgeted IMP: a shortened dense run, ALLR phases, the same total epochs;
+                   with soups (`bimp`)
+  imp_avg_reprune  m lineages per phase with different masks, averaged, re-pruned,
+                   retrained: the baseline SMS avoids (`imp_avg_reprune`)
+  gmp, dpf, set    one model trained with a standalone sparsity updater
                    (`sparse_training`: every such updater of `sparsity.registry`)
 """
 
-from sms_jax.strategies import dense, prune_retrain, sms_gmp, sparse_training  # Register.
+from sms_jax.strategies import (  # Register.
+    bimp, dense, imp_avg_reprune, prune_retrain, sms_dpf, sms_gmp, sparse_training)
 from sms_jax.strategies.registry import STRATEGIES, Strategy, candidates_per_phase, register
 
 __all__ = ["STRATEGIES", "Strategy", "candidates_per_phase", "register"]

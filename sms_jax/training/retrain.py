@@ -1,14 +1,19 @@
 """Retraining after pruning: the learning-rate schedules of the SMS paper, and the optimizer.
 
 Schedules (`retrain.schedule`), with maxLR / minLR the largest / smallest learning rate of the
-pretraining schedule (after its warmup), over a retraining budget of `total` iterations:
+pretraining schedule (after its warmup), over a retraining budget of T iterations:
   ft    constant minLR;
-  lrw   rewind: replay the last `total` iterations of the pretraining schedule;
-  slr   the pretraining schedule compressed into the budget, after a 10% linear warmup;
-  clr   10% linear warmup from 0 to maxLR, then cosine to minLR;
-  llr   10% linear warmup from 0 to maxLR, then linear decay to 0 (the default);
+  lrw   rewind: replay the last T iterations of the pretraining schedule;
+  slr   after the warmup, the whole pretraining schedule (its warmup held at maxLR) compressed
+        into the remaining iterations;
+  clr   after the warmup, cosine from maxLR to minLR;
+  llr   after the warmup, linear decay from maxLR to 0 (the default);
   allr  as llr, with the peak chosen per phase from the norm that pruning removed
         (`allr_peak`).
+The warmup of slr, clr, llr and allr is the reference's: a cosine ramp
+`peak * (1 - cos(pi * t / W)) / 2` over `W = int(0.1 * T)` iterations (none if W = 0); the
+schedule after it starts at iteration W (the reference starts it one iteration later, at
+W + 1, and so ends one iteration short of its final value).
 One more kind serves pruning during training (sms_gmp), where a phase goes on with the
 training itself:
   continue  the pretraining schedule from iteration `first_step` on.
@@ -58,22 +63,26 @@ def learning_rate(kind: str, count: jax.Array, total_steps: jax.Array, peak: jax
   """
   count = jnp.asarray(count, jnp.float32)
   total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
-  warm = jnp.maximum(jnp.round(WARMUP_FRACTION * total), 1.0)
-  after = jnp.clip((count - warm) / jnp.maximum(total - warm, 1.0), 0.0, 1.0)
-  warmup = pretrain.max_lr * jnp.minimum(count / warm, 1.0)
+  warm = jnp.floor(WARMUP_FRACTION * total)
+  rest = jnp.maximum(total - warm, 1.0)
+  after = jnp.clip((count - warm) / rest, 0.0, 1.0)
+  in_warmup = count < warm
+  warmup = pretrain.max_lr * 0.5 * (1.0 - jnp.cos(jnp.pi * count / jnp.maximum(warm, 1.0)))
   max_lr, min_lr = pretrain.max_lr, pretrain.min_lr
   if kind == "ft":
     lr = jnp.full_like(count, min_lr)
   elif kind == "lrw":
     lr = pretrain.fn(jnp.clip(pretrain.steps - total + count, 0, pretrain.steps - 1))
   elif kind == "slr":
-    compressed = pretrain.warmup_steps + after * (pretrain.steps - 1 - pretrain.warmup_steps)
-    lr = jnp.where(count < warm, warmup, pretrain.fn(compressed))
+    # Iteration j after the warmup replays pretraining iteration floor(j * P / (T - W)).
+    index = jnp.clip(jnp.floor((count - warm) * pretrain.steps / rest), 0, pretrain.steps - 1)
+    replayed = jnp.where(index < pretrain.warmup_steps, max_lr, pretrain.fn(index))
+    lr = jnp.where(in_warmup, warmup, replayed)
   elif kind == "clr":
-    lr = jnp.where(count < warm, warmup,
+    lr = jnp.where(in_warmup, warmup,
                    min_lr + (max_lr - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * after)))
   elif kind in ("llr", "allr"):
-    lr = jnp.where(count < warm, warmup, max_lr * (1.0 - after))
+    lr = jnp.where(in_warmup, warmup, max_lr * (1.0 - after))
   elif kind == CONTINUE:
     lr = pretrain.fn(jnp.clip(count, 0, pretrain.steps - 1))
   else:
