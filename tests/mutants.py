@@ -2,7 +2,7 @@
 which tests catch each (none left uncaught is the point). Not collected by pytest; run it from
 the repository root, with the tests' environment:
 
-  python tests/mutants.py                     # tests/test_phases.py
+  python tests/mutants.py                     # tests/test_phases.py and test_retrain.py
   python tests/mutants.py tests/test_phases.py tests/test_sms.py
 
 Each bug is a one-line edit of the source, undone afterwards (also when interrupted).
@@ -15,8 +15,9 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUGS = {  # name: (file, the correct text, the bug)
     "soup BatchNorm not recalibrated": (
-        "sms_jax/phases/evaluate.py", "    if len(indices) > 1:\n      batch_stats = soups.",
-        "    if False:\n      batch_stats = soups."),
+        "sms_jax/phases/evaluate.py",
+        'batches = None if self.bn_recalibration == "none" else self._batches()',
+        "batches = None"),
     "varied learning rates ignored in training": (
         "sms_jax/phases/runner.py",
         "peak_learning_rate=self.pretrain.max_lr * scale * c.learning_rate,",
@@ -35,6 +36,38 @@ BUGS = {  # name: (file, the correct text, the bug)
     "candidates' seeds ignored": (
         "sms_jax/phases/runner.py", "jax.random.fold_in(phase_key, c.seed) for c in",
         "jax.random.fold_in(phase_key, 0) for c in"),
+    # The SMS reference's details (issue 12).
+    "linear retraining warmup instead of the reference's cosine": (
+        "sms_jax/training/retrain.py",
+        "warmup = pretrain.max_lr * 0.5 * (1.0 - jnp.cos(jnp.pi * count / jnp.maximum(warm, 1.0)))",
+        "warmup = pretrain.max_lr * count / jnp.maximum(warm, 1.0)"),
+    "warmup length rounded instead of truncated": (
+        "sms_jax/training/retrain.py", "warm = jnp.floor(WARMUP_FRACTION * total)",
+        "warm = jnp.round(WARMUP_FRACTION * total)"),
+    "SLR replays the pretraining warmup instead of holding maxLR": (
+        "sms_jax/training/retrain.py",
+        "replayed = jnp.where(index < pretrain.warmup_steps, max_lr, pretrain.fn(index))",
+        "replayed = pretrain.fn(index)"),
+    "ALLR's lower bound from the config, not the candidate's length": (
+        "sms_jax/phases/runner.py",
+        "retrain.allr_peak(norm_drop, prune_rate, c.retrain_epochs,",
+        "retrain.allr_peak(norm_drop, prune_rate, self.config.retrain.epochs_per_phase,"),
+    "ALLR's norm drop over the kernels only": (
+        "sms_jax/phases/runner.py",
+        "          [jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params)])",
+        "          [jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params) if p.ndim > 1])"),
+    "candidates evaluated without recalibration": (
+        "sms_jax/phases/evaluate.py",
+        'if self.bn_recalibration != "all" or not jax.tree.leaves(stacked.batch_stats):',
+        "if True:"),
+    "best class reported as the worst": (
+        "sms_jax/evaluation.py",
+        "return float(min((predicted[labels == k] == k).mean() for k in np.unique(labels)))",
+        "return float(max((predicted[labels == k] == k).mean() for k in np.unique(labels)))"),
+    "distance to the start measured from zero": (
+        "sms_jax/evaluation.py",
+        "squared += np.square(w - np.asarray(start_leaf, np.float64).reshape(1, -1)).sum(1)",
+        "squared += np.square(w).sum(1)"),
 }
 
 
@@ -60,4 +93,4 @@ def main(tests: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:] or ["tests/test_phases.py"]))
+  sys.exit(main(sys.argv[1:] or ["tests/test_phases.py", "tests/test_retrain.py"]))

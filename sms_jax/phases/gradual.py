@@ -71,6 +71,17 @@ def planned_epochs(config: ml_collections.ConfigDict, *, m: int,
   return [(epochs[0], 1)] + [((b - a) * length_factor, m) for a, b in zip(epochs, epochs[1:])]
 
 
+def strategy_fields(*, stretched: bool = False) -> dict[str, Any]:
+  """The `Strategy` fields `check` and `planned_epochs` of a strategy with these phases:
+  `soup.m` candidates a phase, or (`stretched`, gmp_mx) one model `soup.m` times longer."""
+  m_of = (lambda config: 1) if stretched else (lambda config: config.soup.m)
+  factor_of = (lambda config: config.soup.m) if stretched else (lambda config: 1)
+  return {"check": lambda config, start_sparsity=None: check(config, start_sparsity,
+                                                              m=m_of(config)),
+          "planned_epochs": lambda config: planned_epochs(config, m=m_of(config),
+                                                          length_factor=factor_of(config))}
+
+
 def check(config: ml_collections.ConfigDict, start_sparsity: float | None = None, *,
           m: int) -> str | None:
   """GMP's checks, one mask update per phase at distinct epochs before the end, and (m > 1)

@@ -149,8 +149,5 @@ def _run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> d
 
 
 register(Strategy(
-    "sms_dpf", _run, candidates=lambda config: config.soup.m,
-    check=lambda config, start_sparsity=None: gradual.check(config, start_sparsity,
-                                                            m=config.soup.m),
-    planned_epochs=lambda config: gradual.planned_epochs(config, m=config.soup.m),
+    "sms_dpf", _run, candidates=lambda config: config.soup.m, **gradual.strategy_fields(),
     help="SMS between the mask updates of dynamic pruning with feedback (dense weights kept)"))

@@ -40,13 +40,8 @@ def _run_gmp_mx(config, dataset, workdir):
 
 register(Strategy(
     "sms_gmp", _run_sms_gmp, candidates=lambda config: config.soup.m,
-    check=lambda config, start_sparsity=None: gradual.check(config, start_sparsity,
-                                                            m=config.soup.m),
-    planned_epochs=lambda config: gradual.planned_epochs(config, m=config.soup.m),
+    **gradual.strategy_fields(),
     help="SMS between the mask updates of gradual magnitude pruning"))
 register(Strategy(
-    "gmp_mx", _run_gmp_mx,
-    check=lambda config, start_sparsity=None: gradual.check(config, start_sparsity, m=1),
-    planned_epochs=lambda config: gradual.planned_epochs(config, m=1,
-                                                         length_factor=config.soup.m),
+    "gmp_mx", _run_gmp_mx, **gradual.strategy_fields(stretched=True),
     help="sms_gmp's phases with one model trained soup.m times longer: its equal compute"))
