@@ -6,6 +6,8 @@ the repository root, with the tests' environment:
   python tests/mutants.py tests/test_phases.py tests/test_sms.py
 
 Each bug is a one-line edit of the source, undone afterwards (also when interrupted).
+It edits this checkout's source: runs started from the same checkout meanwhile import the
+bug (run it in a clone, `git clone . /tmp/mutants`, when anything else is running).
 """
 
 import pathlib
