@@ -17,7 +17,9 @@ def check_config_arg(arg: str, allowed: str, ok: bool) -> None:
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
   config = ml_collections.ConfigDict()
-  config.strategy = "dense"  # dense | imp | imp_mx | sms | gmp | sms_gmp | set: see README
+  # dense | imp | imp_mx | sms | gmp | gmp_mx | sms_gmp | dpf | sms_dpf | bimp | sms_bimp |
+  # imp_avg_reprune | set: see README (sms_jax.strategies.STRATEGIES is the registry).
+  config.strategy = "dense"
   config.seed = 0
 
   config.dataset = ml_collections.ConfigDict()
