@@ -86,6 +86,8 @@ _UPDATERS = {  # name -> (updater from the start masks, sparsity after 3 steps)
     "gmp": (lambda masks: sparsity.GradualMagnitude.create(
         sparsity.CubicSchedule(0, 2, 1, 0.5, 0.75), masks), 0.75),
     "set": (lambda masks: sparsity.SET(update_every=2, end_step=3, drop_fraction=0.3), 0.5),
+    "dpf": (lambda masks: sparsity.DPF.create(
+        sparsity.CubicSchedule(0, 2, 1, 0.5, 0.75), masks), 0.75),
 }
 
 

@@ -11,6 +11,7 @@ Works on any Flax parameter tree: a linen params dict or a Flax NNX state
 """
 
 from sms_jax.sparsity.distributions import DISTRIBUTIONS, layer_counts, layer_densities
+from sms_jax.sparsity.dpf import DPF, FixedFeedback
 from sms_jax.sparsity.gmp import CubicSchedule, GradualMagnitude, cubic_schedule
 from sms_jax.sparsity.masks import (apply_masks, count_alive, create_masks, is_kernel,
                                     layer_alive, layer_stats, masks_equal, masks_like, path_name,
@@ -31,5 +32,5 @@ __all__ = [
     "layer_densities", "layer_counts", "DISTRIBUTIONS",
     # Updaters: the masking optax wrapper and what changes the masks.
     "Updater", "FixedMasks", "GradualMagnitude", "CubicSchedule", "cubic_schedule", "SET",
-    "SparsityState", "masks_of", "replace_masks", "UPDATERS",
+    "DPF", "FixedFeedback", "SparsityState", "masks_of", "replace_masks", "UPDATERS",
 ]
