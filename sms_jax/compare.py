@@ -3,7 +3,7 @@
 Each PATH is a run's workdir (holding `results.json`) or a folder searched recursively for
 them; a folder with `config.json` but no `results.json` (unfinished or failed) is listed as
 skipped. Runs are grouped by `config.strategy` plus every other config key whose value differs
-between them (not `seed`, nor `pretrained` or `checkpoint.*`), e.g. `sms soup.m=4`, and paired
+between them (not `seed`, `checkpoint.*` or `dataset.data_dir`), e.g. `sms soup.m=4`, and paired
 by `config.seed`. Runs of another dataset, model or `prune.goal_sparsity` are refused (one
 line, exit code 2) before anything is written.
 
@@ -37,7 +37,8 @@ METRICS = ("test_accuracy", "test_ece", "ood_accuracy")
 HIGHER_IS_BETTER = {"test_accuracy": True, "test_ece": False, "ood_accuracy": True}
 # Keys that must agree between compared runs (prefixes of flattened config keys).
 MUST_AGREE = ("dataset.", "model.", "prune.goal_sparsity")
-# Keys that do not define a group: the pairing key and the run's identity.
+# Keys that do not define a group: the pairing key and where a run keeps or reads its files
+# (`pretrained`: the shared-pretraining source that issue 14 plans; no such key yet).
 NOT_GROUPING = ("seed", "pretrained", "checkpoint.", "dataset.data_dir")
 _ALLOWED = {"baseline": "a group label or a strategy with one group, e.g. imp",
             "out": "a folder for compare.md/.json/.csv/.png"}
