@@ -95,6 +95,11 @@ def _mismatches(leaves: list[tuple[str, np.ndarray]], meta: dict[str, Any],
   return damaged
 
 
+def state_checksum(state: Any) -> str:
+  """A digest of a pytree's values (8 hex digits): the CRC-32 of its leaves' checksums."""
+  return f"{zlib.crc32(json.dumps(_checksums(_host_leaves(state)), sort_keys=True).encode()):08x}"
+
+
 def _meta_checksum(meta: dict[str, Any]) -> int:
   """CRC-32 of `meta` as canonical JSON."""
   return zlib.crc32(json.dumps(meta, sort_keys=True).encode())
@@ -350,18 +355,21 @@ def _describe(entry: list[Any] | None) -> str:
   return "nothing" if entry is None else f"{tuple(entry[0])} {entry[1]}"
 
 
-def read_verified(directory: str, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
+def read_verified(directory: str, step: int | None = None, like: Any = None
+                  ) -> tuple[int, Any, dict[str, Any]]:
   """Reads checkpoint `step` (default: the newest) of `directory` as it was saved, read-only.
 
-  For tools that use a finished run (export): nothing is moved or written, and the state
-  comes back as nested dicts and lists of host arrays (a saved NamedTuple as a dict of its
-  fields), without knowing its structure in advance.
+  For what uses a finished run (export, shared pretraining): nothing is moved or written.
+  Without `like` the state comes back as nested dicts and lists of host arrays (a saved
+  NamedTuple as a dict of its fields), without knowing its structure in advance; with `like`
+  (a pytree of the saved structure, shapes and dtypes) in its structure.
 
   Returns:
     `(step, state, meta)`, the state's values checked against their integrity record.
   Raises:
     CheckpointError: no such checkpoint, or it has no (or another format of) integrity
-      record, cannot be read, or its values do not match their checksums.
+      record, holds another layout than `like`, cannot be read, or its values do not match
+      their checksums.
   """
   directory = os.path.abspath(directory)
   steps = sorted(int(name) for name in (os.listdir(directory) if os.path.isdir(directory) else [])
@@ -374,19 +382,31 @@ def read_verified(directory: str, step: int | None = None) -> tuple[int, Any, di
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, enable_async_checkpointing=False))
   where = f"checkpoint {step} in {directory}"
+  abstract = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
-        integrity=ocp.args.JsonRestore()))
+    with _partial_restore_notes_dropped():
+      integrity = dict(manager.restore(step, args=ocp.args.Composite(
+          integrity=ocp.args.JsonRestore())).integrity)
+    if integrity.get("format") != _INTEGRITY_FORMAT:
+      raise CheckpointError(f"{where} has integrity format {integrity.get('format')!r}; this "
+                            f"sms_jax reads {_INTEGRITY_FORMAT}")
+    if abstract is not None and integrity.get("layout") != _layout(abstract):
+      saved, expected = integrity.get("layout") or {}, _layout(abstract)
+      first = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))[0]
+      raise CheckpointError(f"{where} holds another state layout (differs at {first}: saved "
+                            f"{_describe(saved.get(first))}, expected "
+                            f"{_describe(expected.get(first))})")
+    with _partial_restore_notes_dropped():
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  except CheckpointError:
+    raise
   except Exception as error:  # pylint: disable=broad-except
     raise CheckpointError(f"cannot read {where} ({type(error).__name__}: "
                           f"{str(error).splitlines()[0][:200]})") from error
   finally:
     manager.close()
-  integrity, meta = dict(restored.integrity), dict(restored.meta)
-  if integrity.get("format") != _INTEGRITY_FORMAT:
-    raise CheckpointError(f"{where} has integrity format {integrity.get('format')!r}; this "
-                          f"sms_jax reads {_INTEGRITY_FORMAT}")
+  meta = dict(restored.meta)
   state = jax.tree.map(np.asarray, restored.state)
   damaged = _mismatches(_host_leaves(state), meta, integrity)
   if damaged:

@@ -38,7 +38,7 @@ HIGHER_IS_BETTER = {"test_accuracy": True, "test_ece": False, "ood_accuracy": Tr
 # Keys that must agree between compared runs (prefixes of flattened config keys).
 MUST_AGREE = ("dataset.", "model.", "prune.goal_sparsity")
 # Keys that do not define a group: the pairing key and where a run keeps or reads its files
-# (`pretrained`: the shared-pretraining source that issue 14 plans; no such key yet).
+# (`pretrained`: the run whose pretraining it shares, the same training by its check).
 NOT_GROUPING = ("seed", "pretrained", "checkpoint.", "dataset.data_dir")
 _ALLOWED = {"baseline": "a group label or a strategy with one group, e.g. imp",
             "out": "a folder for compare.md/.json/.csv/.png"}

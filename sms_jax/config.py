@@ -314,6 +314,12 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
                                    data.DATASETS[config.dataset.name].input_shape)
   if error:
     raise ConfigError(error)
+  if config.pretrained and not strategies.STRATEGIES[config.strategy].shares_pretraining:
+    sharing = ", ".join(sorted(name for name, s in strategies.STRATEGIES.items()
+                               if s.shares_pretraining))
+    raise ConfigError(f"config key pretrained = {config.pretrained!r} is not allowed with strategy "
+                      f"{config.strategy} (it pretrains in its own way); allowed: '' (pretrain "
+                      f"here), or a run's workdir with the strategies {sharing}")
   error = strategies.STRATEGIES[config.strategy].check(config)
   if error:
     raise ConfigError(error)

@@ -21,6 +21,11 @@ def get_config() -> ml_collections.ConfigDict:
   # imp_avg_reprune | set: see README (sms_jax.strategies.STRATEGIES is the registry).
   config.strategy = "dense"
   config.seed = 0
+  # Start from the finished dense pretraining of another run's workdir instead of pretraining
+  # ('' = pretrain here). Its dataset, model, train, init_mask, seed and prune.keep_*_dense
+  # must be this config's; only strategies whose first stage is the full pretraining take it
+  # (dense, imp, imp_mx, sms, imp_avg_reprune). See README "Shared pretraining".
+  config.pretrained = ""
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "mnist1d"

@@ -6,8 +6,13 @@ before pruning phases, or one that changes the masks during training (gmp, set).
 start with fixed masks trains the plain optimizer: all its masks are alive, and a select
 between the update and the parameters would only cost time (and keep XLA from fusing the
 update into one multiply-add).
+
+With `config.pretrained` (a workdir) the model is not trained here but read from that run's
+finished pretraining (shared pretraining: the SMS paper starts every method from one
+pretrained model); `check_source` makes sure it is the same training before any work is done.
 """
 
+import json
 import os
 from typing import Any, NamedTuple
 
@@ -18,6 +23,7 @@ import ml_collections
 
 from sms_jax import checkpoints, metrics, models, parallel, report, sparsity
 from sms_jax import config as config_lib
+from sms_jax import workdir as workdir_lib
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks, registry
 from sms_jax.training import engine, loop, optimizers, schedules, state as state_lib
@@ -29,7 +35,8 @@ class Pretrained(NamedTuple):
 
   `masks`: the masks it ended with (all alive for a dense start, without a changing
   updater); `updater`: the sparsity updater it trained with; `init_mask`: the results'
-  `{'init_mask': {...}}` entry for a sparse start, else {}.
+  `{'init_mask': {...}}` entry for a sparse start, else {}; `shared`: the results'
+  `{'pretrained': {'from', 'epoch', 'checksum'}}` entry when read from another run, else {}.
   """
   model: nn.Module
   state: state_lib.TrainState
@@ -39,6 +46,95 @@ class Pretrained(NamedTuple):
   masks: Any
   updater: sparsity.Updater
   init_mask: dict[str, Any]
+  shared: dict[str, Any]
+
+  @property
+  def records(self) -> dict[str, Any]:
+    """Its entries of results.json beside `history`: `init_mask`, `pretrained` (if any)."""
+    return {**self.init_mask, **self.shared}
+
+
+# The config keys that define what pretraining computes (prefixes of dotted keys): a run may
+# start from another's pretraining only if these agree.
+PRETRAINING_KEYS = ("dataset.", "model.", "train.", "init_mask.", "seed",
+                    "prune.keep_first_dense", "prune.keep_last_dense")
+NOT_PRETRAINING_KEYS = ("dataset.data_dir",)  # Where the same data is read from.
+
+
+def source_directory(source: str) -> str:
+  """Where the run in workdir `source` keeps its pretraining checkpoints."""
+  return os.path.join(source, "checkpoints", "pretrain")
+
+
+def check_source(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises ConfigError unless `config.pretrained` ('' passes) is the workdir of another run
+  whose finished pretraining this config may start from: a run of a strategy that shares
+  pretraining, not itself started from another's, with the same `PRETRAINING_KEYS`, and
+  holding its checkpoint at epoch train.epochs. Reads only its config.json and file names."""
+  source = config.pretrained
+  if not source:
+    return
+  from sms_jax import strategies  # pylint: disable=g-import-not-at-top  (they import this)
+  start = f"config key pretrained = {source!r} is not allowed: "
+  allowed = ("; allowed: the workdir of a finished run of the same dataset, model, train, "
+             "init_mask, seed and prune.keep_*_dense, e.g. a dense run's")
+  path = os.path.join(source, "config.json")
+  try:
+    with open(path) as f:
+      theirs = json.load(f)
+  except (OSError, ValueError) as error:
+    raise config_lib.ConfigError(f"{start}cannot read {path} ({type(error).__name__}){allowed}"
+                                 ) from error
+  if os.path.realpath(source) == os.path.realpath(workdir):
+    raise config_lib.ConfigError(f"{start}it is this run's own workdir{allowed}")
+  strategy = theirs.get("strategy")
+  if strategy not in strategies.STRATEGIES or not strategies.STRATEGIES[strategy].shares_pretraining:
+    raise config_lib.ConfigError(f"{start}its strategy {strategy} pretrains in its own way"
+                                 f"{allowed}")
+  if theirs.get("pretrained"):
+    raise config_lib.ConfigError(f"{start}that run itself started from the pretraining of "
+                                 f"{theirs['pretrained']!r}; pass that one")
+  ours = json.loads(config.to_json())
+  differing = [key for key in sorted(workdir_lib.differences(theirs, ours))
+               if key.startswith(PRETRAINING_KEYS) and not key.startswith(NOT_PRETRAINING_KEYS)]
+  if differing:
+    key = differing[0]
+    raise config_lib.ConfigError(
+        f"{start}its {key} is {_value_at(theirs, key)!r}, this run's {_value_at(ours, key)!r}"
+        f"{allowed}")
+  directory = source_directory(source)
+  epochs = sorted(int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else [])
+                  if n.isdigit())
+  if config.train.epochs not in epochs:
+    newest = f"its newest checkpoint is epoch {epochs[-1]}" if epochs else "it has no checkpoint"
+    raise config_lib.ConfigError(
+        f"{start}its pretraining has not finished ({newest} of {config.train.epochs} in "
+        f"{directory}); let it finish{allowed}")
+
+
+def _value_at(config_dict: dict[str, Any], dotted: str) -> Any:
+  """The value at `dotted` ('a.b') of a nested dict, None where missing."""
+  for part in dotted.split("."):
+    config_dict = config_dict.get(part) if isinstance(config_dict, dict) else None
+  return config_dict
+
+
+def read_shared(config: ml_collections.ConfigDict, like: state_lib.TrainState
+                ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float, dict[str, Any]]:
+  """The finished pretraining of run `config.pretrained` (checked by `check_source`): its state
+  in the structure of `like`, its history, training time and the results' `pretrained` entry.
+
+  Raises:
+    CheckpointError: the checkpoint cannot be read, is damaged or holds another layout.
+  """
+  source = os.path.abspath(config.pretrained)
+  epoch, state, meta = checkpoints.read_verified(source_directory(source), config.train.epochs,
+                                                 like=like)
+  checksum = checkpoints.state_checksum(state)
+  report.log(f"pretraining: read from {source} (epoch {epoch}, checksum {checksum}); not "
+             "trained here")
+  return (jax.tree.map(jnp.asarray, state), meta["history"], meta["elapsed_s"],
+          {"pretrained": {"from": source, "epoch": epoch, "checksum": checksum}})
 
 
 def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
@@ -139,28 +235,33 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
              f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
   evaluator = Evaluator(model, dataset, config.train.eval_batch_size)
-  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
-                                          config.checkpoint.keep, config_lib.run_identity(config))
-  runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
-                              batch_size=config.train.batch_size,
-                              label_smoothing=config.train.label_smoothing,
-                              epoch_loop=config.train.epoch_loop,
-                              mesh=parallel.candidate_mesh(1, config.train.batch_size),
-                              log=report.log)
-  try:
-    state, history, elapsed = loop.fit(
-        state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
-        epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
-        checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
-        eval_every_epochs=config.train.eval_every_epochs,
-        images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
-        describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks))
-  finally:
-    checkpointer.close()
+  shared = {}
+  if config.pretrained:
+    state, history, elapsed, shared = read_shared(config, state)
+  else:
+    checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
+                                            config.checkpoint.keep,
+                                            config_lib.run_identity(config))
+    runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
+                                batch_size=config.train.batch_size,
+                                label_smoothing=config.train.label_smoothing,
+                                epoch_loop=config.train.epoch_loop,
+                                mesh=parallel.candidate_mesh(1, config.train.batch_size),
+                                log=report.log)
+    try:
+      state, history, elapsed = loop.fit(
+          state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
+          epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
+          checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
+          eval_every_epochs=config.train.eval_every_epochs,
+          images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
+          describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks))
+    finally:
+      checkpointer.close()
   state = parallel.to_local(state)
   return Pretrained(model, state, history, elapsed, evaluator,
                     sparsity.masks_of(state.opt_state) if wrapped else masks, sparse_updater,
-                    init_mask)
+                    init_mask, shared)
 
 
 def final_metrics(pretrained: Pretrained) -> dict[str, float]:

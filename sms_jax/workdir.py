@@ -42,16 +42,17 @@ def check(config_dict: dict[str, Any], workdir: str) -> None:
         "another --workdir") from error
   current = config_lib.resume_key(config_dict)
   if previous != current:
-    differing = sorted(_differences(previous, current))
+    differing = sorted(differences(previous, current))
     raise WorkdirError(f"workdir {workdir} holds a run with another config (differs in "
                        f"{', '.join(differing[:5])}); pass another --workdir or remove it")
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+  """The dotted keys whose values differ between nested dicts `a` and `b` (or one lacks)."""
   out = []
   for k in set(a) | set(b):
     if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-      out += _differences(a[k], b[k], prefix + k + ".")
+      out += differences(a[k], b[k], prefix + k + ".")
     elif a.get(k) != b.get(k):
       out.append(prefix + k)
   return out

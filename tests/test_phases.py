@@ -249,7 +249,7 @@ def runner(tmp_path_factory):
                  tx, dataset, 2, seed=1)
   masks = sparsity.create_masks(state.params)
   pretrained = pretraining.Pretrained(model, state, [], 0.0, Evaluator(model, dataset, 64), masks,
-                                      sparsity.FixedMasks(), {})
+                                      sparsity.FixedMasks(), {}, {})
   workdir = str(tmp_path_factory.mktemp("phase_runner"))
   run = PhaseRunner(config, dataset, workdir, pretrained, m=2, scalars=report.ScalarWriter(workdir))
   pruned = sparsity.prune(state.params, masks, 0.5)

@@ -336,6 +336,6 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *, m:
   final.update(sparsity=last["sparsity"], sparsity_all=last["sparsity_all"])
   report.log(_final_line(final, dense_metrics,
                          "sparse start" if pretrained.init_mask else "dense"))
-  return {"history": pretrained.history, "dense": dense_metrics, **pretrained.init_mask,
+  return {"history": pretrained.history, "dense": dense_metrics, **pretrained.records,
           "phases": records, "final": final, "train_time_s": elapsed,
           "num_params": state_lib.count_params(current.params)}

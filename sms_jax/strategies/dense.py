@@ -21,9 +21,10 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
   if pretrained.init_mask:
     final["sparsity"] = sparsity.sparsity(pretrained.masks)
-  return {"history": pretrained.history, **pretrained.init_mask, "final": final,
+  return {"history": pretrained.history, **pretrained.records, "final": final,
           "train_time_s": pretrained.train_time_s,
           "num_params": state_lib.count_params(pretrained.state.params)}
 
 
-register(Strategy("dense", run, help="train one model, dense or inside a start mask"))
+register(Strategy("dense", run, shares_pretraining=True,
+                  help="train one model, dense or inside a start mask"))

@@ -270,5 +270,5 @@ def run(config: ml_collections.ConfigDict, dataset, workdir: str) -> dict[str, A
 
 
 register(Strategy("imp_avg_reprune", run, candidates=lambda config: config.soup.m, check=check,
-                  phase_epochs=phase_epochs, planned_epochs=planned_epochs,
+                  phase_epochs=phase_epochs, planned_epochs=planned_epochs, shares_pretraining=True,
                   help="average soup.m IMP lineages with different masks, re-prune, retrain"))

@@ -47,7 +47,8 @@ def _register(name: str, m, length_factor, help_: str) -> None:
     return [(config.train.epochs, 1)] + [(phase_epochs(config), m(config))] * config.prune.n_phases
 
   register(Strategy(name, run, candidates=m, check=pruning.check_goal_sparsity,
-                    phase_epochs=phase_epochs, planned_epochs=planned_epochs, help=help_))
+                    phase_epochs=phase_epochs, planned_epochs=planned_epochs,
+                    shares_pretraining=True, help=help_))
 
 
 _register("imp", lambda config: 1, lambda config: 1,

@@ -32,6 +32,9 @@ class Strategy:
     planned_epochs: `config -> [(epochs, candidates)]`, the stages it trains in order
       (pretraining, then each phase), for the run's progress and ETA
       (`report.RunProgress`); default: one model for train.epochs.
+    shares_pretraining: its first stage is `pretraining.pretrain` over all of train.epochs
+      with the start mask fixed, so it may start from another such run's pretraining
+      (`config.pretrained`) and serve as one.
     help: one line for the README, `--help` and errors.
   """
   name: str
@@ -41,6 +44,7 @@ class Strategy:
   phase_epochs: Callable[[ml_collections.ConfigDict], int] = lambda config: 0
   planned_epochs: Callable[[ml_collections.ConfigDict], list[tuple[int, int]]] = (
       lambda config: [(config.train.epochs, 1)])
+  shares_pretraining: bool = False
   help: str = ""
 
 

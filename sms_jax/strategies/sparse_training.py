@@ -43,7 +43,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str, *,
   final.update(sparsity=record["sparsity"], sparsity_all=record["sparsity_all"])
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
   results = {
-      "history": pretrained.history, **pretrained.init_mask,
+      "history": pretrained.history, **pretrained.records,
       "updater": pretrained.updater.describe(), "final": final, "layers": record["layers"],
       "flops": evaluation.flops_summary(evaluation.layer_flops(
           pretrained.model, {"params": state.params, "batch_stats": state.batch_stats},
