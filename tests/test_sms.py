@@ -1,15 +1,19 @@
 """IMP and Sparse Model Soups end to end on the embedded data (tiny settings)."""
 
+import collections
 import glob
 import json
+import logging
 import os
 import struct
+
+import jax
 
 import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from sms_jax import experiment
+from sms_jax import experiment, report
 
 
 def _sms_config():
@@ -28,10 +32,53 @@ def _sms_config():
   return config
 
 
+class _CompilesByStage(logging.Handler):
+  """Counts the programs JAX compiles (`jax.log_compiles`) by the run's stage: 'pretraining',
+  then 'phase k' from the log line that starts phase k."""
+
+  def __init__(self):
+    super().__init__()
+    self.stage, self.programs = "pretraining", collections.defaultdict(list)
+
+  def emit(self, record):
+    message = record.getMessage()
+    if message.startswith("Compiling "):
+      self.programs[self.stage].append(message.split()[1])
+
+
 @pytest.fixture(scope="module")
 def sms_run(tmp_path_factory):
+  """The tiny SMS run's results and workdir; its compilations by stage are in
+  `sms_run_compiles`."""
   workdir = tmp_path_factory.mktemp("sms")
-  return experiment.run(_sms_config(), str(workdir)), workdir
+  handler, log = _CompilesByStage(), report.log
+
+  def marking_log(message, *args, **kwargs):
+    if message.startswith("phase ") and "pruned to sparsity" in message:
+      handler.stage = message.split("/")[0]
+    return log(message, *args, **kwargs)
+
+  logging.getLogger("jax").addHandler(handler)
+  report.log = marking_log
+  try:
+    with jax.log_compiles(True):
+      results = experiment.run(_sms_config(), str(workdir))
+  finally:
+    report.log = log
+    logging.getLogger("jax").removeHandler(handler)
+  _COMPILES.update(handler.programs)
+  return results, workdir
+
+
+_COMPILES = {}  # Stage -> the programs the module's SMS run compiled in it.
+
+
+def test_a_second_phase_compiles_nothing_new(sms_run):
+  """Every program a phase needs (pruning, the stacked candidates' epochs, validation, soups,
+  BatchNorm recalibration, evaluation and OOD sets) is compiled in the first phase only."""
+  del sms_run
+  assert len(_COMPILES["phase 1"]) > 10, _COMPILES  # The hook sees the first phase's programs.
+  assert _COMPILES.get("phase 2", []) == []
 
 
 def _tensorboard_scalars(workdir):
