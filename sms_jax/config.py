@@ -122,6 +122,9 @@ def rules() -> dict[str, Rule]:
       "init_mask.score_batches": _positive(),
       "init_mask.density": _fraction(low_open=True, high_open=False),
       "init_mask.method": _choice(init_masks.METHODS),
+      "init_mask.rescale": _choice(init_masks.RESCALES),
+      "init_mask.within": _choice(("none",) + sparsity.DISTRIBUTIONS),
+      "init_mask.within_density": _fraction(low_open=True, high_open=False),
       "prune.goal_sparsity": _fraction(low_open=True),
       "prune.n_phases": _count(1, MAX_PHASES),
       "prune.selector": _choice(sparsity.SELECTORS),
@@ -132,8 +135,12 @@ def rules() -> dict[str, Rule]:
       "regrow.drop_fraction": _fraction(low_open=True),
       "regrow.end_epoch": _count(0, MAX_EPOCHS),
       "regrow.decay": _choice(set_updater.DECAYS),
+      "rigl.update_every": _count(1, MAX_INT32, "2**31 - 1"),
+      "rigl.drop_fraction": _fraction(low_open=True, high_open=False),
+      "rigl.end_fraction": _fraction(low_open=True, high_open=False),
       "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
       "retrain.epochs_per_phase": _count(1, MAX_EPOCHS),
+      "retrain.rewind": (retrain.is_rewind, "none, init or epoch:K (K an integer >= 0)"),
       "bimp.pretrain_epochs": _count(0, MAX_EPOCHS, note=" (0: auto)"),
       "avg_reprune.diverge_epochs": _count(1, MAX_EPOCHS),
       "avg_reprune.retrain_epochs": _count(1, MAX_EPOCHS),
@@ -264,6 +271,7 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
   from sms_jax.data import corruptions
   from sms_jax.phases import plan
   from sms_jax.sparsity import init_masks
+  from sms_jax.training import retrain
   # pylint: enable=g-import-not-at-top
   train = config.train
   if train.warmup_epochs >= train.epochs:
@@ -281,6 +289,18 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key init_mask.distribution = 'global' is not allowed with "
                       f"init_mask.method = {config.init_mask.method!r}; allowed: with "
                       f"{' or '.join(init_masks.SCORED)}")
+  init = config.init_mask
+  if init.within != "none" and (init.method not in init_masks.SCORED
+                                or init.distribution == "none"):
+    raise ConfigError(f"config key init_mask.within = {init.within!r} has no meaning with "
+                      f"init_mask.method = {init.method!r} and init_mask.distribution = "
+                      f"{init.distribution!r} (nothing is scored inside a start mask); allowed: "
+                      f"'none', or a sparse start with init_mask.method "
+                      f"{' or '.join(init_masks.SCORED)}")
+  if init.within != "none" and init.within_density <= init.density:
+    raise ConfigError(f"config key init_mask.within_density = {init.within_density} is not "
+                      f"allowed with init_mask.density = {init.density}; allowed: more than "
+                      f"init_mask.density (the final mask is pruned from the start mask)")
   soup = config.soup
   for name, values_key in plan.VARIABLE_HPARAMS.items():
     values = soup[values_key]
@@ -320,6 +340,17 @@ def _check_across_keys(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key pretrained = {config.pretrained!r} is not allowed with strategy "
                       f"{config.strategy} (it pretrains in its own way); allowed: '' (pretrain "
                       f"here), or a run's workdir with the strategies {sharing}")
+  if config.retrain.rewind != "none":
+    rewinding = sorted(name for name, s in strategies.STRATEGIES.items() if s.rewinds)
+    if not strategies.STRATEGIES[config.strategy].rewinds:
+      raise ConfigError(f"config key retrain.rewind = {config.retrain.rewind!r} is not allowed "
+                        f"with strategy {config.strategy}; allowed: none, or the strategies "
+                        f"{', '.join(rewinding)}")
+    epoch = retrain.rewind_epoch(config.retrain.rewind)
+    if epoch is not None and epoch > config.train.epochs:
+      raise ConfigError(f"config key retrain.rewind = {config.retrain.rewind!r} is not allowed "
+                        f"with train.epochs = {config.train.epochs}; allowed: init, or epoch:K "
+                        f"with K <= {config.train.epochs}")
   error = strategies.STRATEGIES[config.strategy].check(config)
   if error:
     raise ConfigError(error)

@@ -71,7 +71,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_mask.density = 0.3  # Global density of the prunable weights.
   config.init_mask.method = "random"  # random (exact counts per layer) | bernoulli | snip | synflow
   config.init_mask.score_batches = 10  # snip: training batches its gradients are summed over.
-  config.init_mask.rescale = False  # Multiply each sparse layer's init by 1/sqrt(density).
+  # Rescale each sparse layer's init (density d_l < 1): none | density (multiply by
+  # 1/sqrt(d_l)) | fan_in (redraw from N(0, 2 / (fan_in * d_l)), fan_in = the product of the
+  # kernel's dims but the last: the random-pruning reference's re-initialisation).
+  config.init_mask.rescale = "none"
+  # snip / synflow only: score only the weights alive in a random start mask (exact counts, as
+  # a random start of that distribution would draw) of global density within_density, and keep
+  # the best of them down to `density`: none (score the dense network) | uniform | er | erk |
+  # balanced | pyramidal. within_density must exceed density.
+  config.init_mask.within = "none"
+  config.init_mask.within_density = 0.5
 
   # Pruning phases (strategies imp, imp_mx, sms): phase k prunes to sparsity
   # 1 - (1 - goal_sparsity) ** (k / n_phases) of the prunable weights (from a sparse start:
@@ -106,9 +115,25 @@ def get_config() -> ml_collections.ConfigDict:
   config.regrow.end_epoch = 0
   config.regrow.decay = "constant"
 
+  # Regrowth by gradient (strategies rigl, granet; Evci et al., 2020 / Liu et al., 2021): at
+  # an update t every layer drops alpha_t = drop_fraction * (1 + cos(pi * t / T_end)) / 2 of
+  # its alive weights (the smallest magnitudes) and regrows as many where the dense
+  # gradient's magnitude is largest (new weights at 0); T_end = end_fraction of the run's
+  # steps, no regrowth after it. rigl updates every update_every steps and keeps the start
+  # mask's layer densities; granet updates at gradual's steps, after pruning to its schedule.
+  config.rigl = ml_collections.ConfigDict()
+  config.rigl.update_every = 100  # Steps between rigl's mask updates (RigL's delta T).
+  config.rigl.drop_fraction = 0.3  # alpha, the fraction dropped at t = 0.
+  config.rigl.end_fraction = 0.75
+
   config.retrain = ml_collections.ConfigDict()
-  config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr
+  config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr | full
   config.retrain.epochs_per_phase = 10  # imp_mx retrains soup.m times longer.
+  # Lottery-ticket weight rewinding (imp, imp_mx, sms): each phase prunes the trained model,
+  # then trains its candidates from the weights (and BatchNorm statistics) of the rewind
+  # point under the new mask: none (go on from the pruned model) | init (the initialisation)
+  # | epoch:K (pretraining epoch K, Frankle et al.'s stabilised variant; K <= train.epochs).
+  config.retrain.rewind = "none"
 
   # Budgeted IMP (strategies bimp, sms_bimp): the budget of imp / sms, train.epochs +
   # prune.n_phases * retrain.epochs_per_phase, spent as a dense run of pretrain_epochs

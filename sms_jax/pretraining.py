@@ -26,7 +26,7 @@ from sms_jax import config as config_lib
 from sms_jax import workdir as workdir_lib
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks, registry
-from sms_jax.training import engine, loop, optimizers, schedules, state as state_lib
+from sms_jax.training import engine, loop, optimizers, retrain, schedules, state as state_lib
 from sms_jax.training.evaluator import Evaluator
 
 
@@ -36,7 +36,8 @@ class Pretrained(NamedTuple):
   `masks`: the masks it ended with (all alive for a dense start, without a changing
   updater); `updater`: the sparsity updater it trained with; `init_mask`: the results'
   `{'init_mask': {...}}` entry for a sparse start, else {}; `shared`: the results'
-  `{'pretrained': {'from', 'epoch', 'checksum'}}` entry when read from another run, else {}.
+  `{'pretrained': {'from', 'epoch', 'checksum'}}` entry when read from another run, else {};
+  `rewind`: `(params, batch_stats)` of the rewind point (`retrain.rewind`), else None.
   """
   model: nn.Module
   state: state_lib.TrainState
@@ -47,6 +48,7 @@ class Pretrained(NamedTuple):
   updater: sparsity.Updater
   init_mask: dict[str, Any]
   shared: dict[str, Any]
+  rewind: tuple[Any, Any] | None = None
 
   @property
   def records(self) -> dict[str, Any]:
@@ -103,13 +105,33 @@ def check_source(config: ml_collections.ConfigDict, workdir: str) -> None:
         f"{start}its {key} is {_value_at(theirs, key)!r}, this run's {_value_at(ours, key)!r}"
         f"{allowed}")
   directory = source_directory(source)
-  epochs = sorted(int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else [])
-                  if n.isdigit())
+  epochs = _saved_epochs(directory)
   if config.train.epochs not in epochs:
     newest = f"its newest checkpoint is epoch {epochs[-1]}" if epochs else "it has no checkpoint"
     raise config_lib.ConfigError(
         f"{start}its pretraining has not finished ({newest} of {config.train.epochs} in "
         f"{directory}); let it finish{allowed}")
+  rewind = retrain.rewind_epoch(config.retrain.rewind)
+  if rewind and _rewind_source(source, rewind) is None:
+    raise config_lib.ConfigError(
+        f"{start}it kept no state of epoch {rewind} to rewind to (retrain.rewind = "
+        f"{config.retrain.rewind!r}); allowed: a source run with the same retrain.rewind (it "
+        "keeps its rewind point), or one that kept that checkpoint, or retrain.rewind = init")
+
+
+def _saved_epochs(directory: str) -> list[int]:
+  """The steps of the checkpoints in `directory` (none if it does not exist), ascending."""
+  return sorted(int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else [])
+                if n.isdigit())
+
+
+def _rewind_source(source: str, epoch: int) -> str | None:
+  """The checkpoint directory of run `source` holding pretraining epoch `epoch`: its rewind
+  point, else its pretraining checkpoint; None if neither."""
+  for directory in (rewind_directory(source), source_directory(source)):
+    if epoch in _saved_epochs(directory):
+      return directory
+  return None
 
 
 def _value_at(config_dict: dict[str, Any], dotted: str) -> Any:
@@ -137,38 +159,79 @@ def read_shared(config: ml_collections.ConfigDict, like: state_lib.TrainState
           {"pretrained": {"from": source, "epoch": epoch, "checksum": checksum}})
 
 
+def _prunable(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset
+              ) -> tuple[list[str], Any]:
+  """The model's parameter paths in forward order and the prunable filter: every conv and
+  dense kernel, less the first / last if `prune.keep_*_dense`."""
+  paths = models.param_paths(model, dataset.input_shape)
+  return paths, sparsity.prunable_filter(paths, keep_first_dense=config.prune.keep_first_dense,
+                                         keep_last_dense=config.prune.keep_last_dense)
+
+
+def within_record(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
+                  dataset: Dataset) -> dict[str, Any]:
+  """The results' `{'within': {distribution, density, achieved_density}}` part of `init_mask`:
+  the random start mask SNIP / SynFlow scored inside (exact counts: achieved from the shapes),
+  or {} without `init_mask.within`."""
+  init = config.init_mask
+  if init.within == "none":
+    return {}
+  paths, prunable = _prunable(config, model, dataset)
+  densities = init_masks.layer_densities_for(params, prunable, paths, init.within,
+                                             init.within_density)
+  return {"within": {"distribution": init.within, "density": init.within_density,
+                     "achieved_density": init_masks.achieved_density(params, densities)}}
+
+
 def start_masks(config: ml_collections.ConfigDict, model: nn.Module, params: Any,
                 batch_stats: Any, dataset: Dataset) -> tuple[Any, dict[str, float]]:
   """The masks training starts in, and each sparse start's achieved layer densities.
 
-  Prunable: every conv and dense kernel, less the first / last if `prune.keep_*_dense`. A dense
-  start (`init_mask.distribution='none'`) gives all-alive masks and {}.
+  Prunable: see `_prunable`. A dense start (`init_mask.distribution='none'`) gives all-alive
+  masks and {}. With `init_mask.within`, SNIP / SynFlow score only the weights alive in the
+  random start mask (drawn as a random start of that distribution and `within_density` would
+  be, same key), on the network masked by it, and keep the best of them.
+
+  Raises:
+    ConfigError: `init_mask.distribution`'s layer densities ask a layer for more weights than
+      the `within` start mask holds there.
   """
-  paths = models.param_paths(model, dataset.input_shape)
-  prunable = sparsity.prunable_filter(paths, keep_first_dense=config.prune.keep_first_dense,
-                                      keep_last_dense=config.prune.keep_last_dense)
+  paths, prunable = _prunable(config, model, dataset)
   alive = sparsity.create_masks(params, prunable)
   init = config.init_mask
   if init.distribution == "none":
     return alive, {}
   densities = None if init.distribution == "global" else init_masks.layer_densities_for(
       params, prunable, paths, init.distribution, init.density)
+  key = jax.random.fold_in(jax.random.key(config.seed), 4)
+  start = alive
+  if init.within != "none":
+    start = init_masks.init_masks(key, params, init_masks.layer_densities_for(
+        params, prunable, paths, init.within, init.within_density), "random")
+    excess = init_masks.first_excess(start, densities, init.density)
+    if excess:
+      raise config_lib.ConfigError(
+          f"config key init_mask.distribution = {init.distribution!r} is not allowed with "
+          f"init_mask.within = {init.within!r}: at density {init.density} it keeps "
+          f"{excess[1]} weights in {excess[0]}, where the start mask (within_density "
+          f"{init.within_density}) has only {excess[2]}; allowed: 'global', the within "
+          "distribution, or a lower init_mask.density")
   if init.method == "snip":
     def loss_fn(p, batch):
       logits, _ = model.apply({"params": p, "batch_stats": batch_stats}, batch[0], train=True,
                               mutable=["batch_stats"])
       return metrics.cross_entropy(logits, batch[1])
     batch_size = config.train.batch_size
-    scores = init_masks.snip_scores(loss_fn, params, list(first_batches(
-        dataset.train, init.score_batches * batch_size, batch_size)), alive)
-    masks = init_masks.keep_by_scores(scores, densities, init.density)
+    scores = init_masks.snip_scores(loss_fn, sparsity.apply_masks(params, start), list(
+        first_batches(dataset.train, init.score_batches * batch_size, batch_size)), start)
+    masks = init_masks.keep_by_scores(init_masks.restrict_scores(scores, start), densities,
+                                      init.density)
   elif init.method == "synflow":
     ones = jnp.ones((1, *dataset.input_shape), jnp.float32)
     output_fn = lambda p: model.apply({"params": p, "batch_stats": batch_stats}, ones,
                                       train=False)
-    masks = init_masks.synflow_masks(output_fn, params, alive, densities, init.density)
+    masks = init_masks.synflow_masks(output_fn, params, start, densities, init.density)
   else:
-    key = jax.random.fold_in(jax.random.key(config.seed), 4)
     masks = init_masks.init_masks(key, params, densities, init.method)
   achieved = {r["name"]: r["nonzero"] / r["size"]
               for r in init_masks.mask_record(params, masks, paths)}
@@ -194,6 +257,45 @@ def describe_state(state: state_lib.TrainState, *, with_sparsity: bool) -> dict[
   return record
 
 
+def rewind_directory(workdir: str) -> str:
+  """Where a run keeps its rewind point of `retrain.rewind = epoch:K`."""
+  return os.path.join(workdir, "checkpoints", "rewind")
+
+
+def _rewind_saver(config: ml_collections.ConfigDict, workdir: str, epoch: int | None):
+  """`after_epoch(e, state)` for `loop.fit` that saves `{params, batch_stats}` of pretraining
+  epoch `epoch` to `rewind_directory` (None: when nothing is to be saved)."""
+  if not epoch or config.pretrained:
+    return None
+  def save(e, state):
+    if e == epoch:
+      saver = checkpoints.Checkpointer(rewind_directory(workdir), None,
+                                       config_lib.run_identity(config))
+      try:
+        saver.save(e, _rewind_point(state), {})
+      finally:
+        saver.close()
+  return save
+
+
+def _rewind_point(state: state_lib.TrainState) -> dict[str, Any]:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _read_rewind(config: ml_collections.ConfigDict, workdir: str, epoch: int,
+                 like: state_lib.TrainState) -> tuple[Any, Any]:
+  """The rewind point of pretraining epoch `epoch` >= 1: from the source's pretraining
+  checkpoint (shared pretraining) or from this run's `rewind_directory`."""
+  directory = (_rewind_source(config.pretrained, epoch) if config.pretrained
+               else rewind_directory(workdir))
+  if directory == rewind_directory(config.pretrained or workdir):
+    _, point, _ = checkpoints.read_verified(directory, epoch, like=_rewind_point(like))
+  else:  # The source's pretraining checkpoint of that epoch.
+    _, state, _ = checkpoints.read_verified(directory, epoch, like=like)
+    point = _rewind_point(state)
+  return tuple(jax.tree.map(jnp.asarray, (point["params"], point["batch_stats"])))
+
+
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              scalars: report.ScalarWriter, *, epochs: int | None = None,
              updater: str = "fixed") -> Pretrained:
@@ -216,12 +318,13 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   check_start(config, masks)
   init_mask = {}
   if densities:  # Train inside the mask: masked (optionally rescaled) init.
-    params = init_masks.rescale_init(state.params, densities) if config.init_mask.rescale \
-        else state.params
+    params = init_masks.rescale_init(state.params, densities, config.init_mask.rescale,
+                                     jax.random.fold_in(jax.random.key(config.seed), 5))
     state = state.replace(params=sparsity.apply_masks(params, masks))
     init_mask = {"init_mask": {
         "distribution": config.init_mask.distribution, "density": config.init_mask.density,
         "method": config.init_mask.method, "achieved_density": 1.0 - sparsity.sparsity(masks),
+        **within_record(config, model, state.params, dataset),
         "layers": init_masks.mask_record(state.params, masks, models.param_paths(
             model, dataset.input_shape))}}
     report.log(f"sparse start: {config.init_mask.distribution} densities, "
@@ -235,7 +338,10 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              f"{dataset.train.num_examples} train / {dataset.val.num_examples} val / "
              f"{dataset.test.num_examples} test examples, {steps_per_epoch} steps per epoch")
   evaluator = Evaluator(model, dataset, config.train.eval_batch_size)
-  shared = {}
+  rewind_epoch, rewind = retrain.rewind_epoch(config.retrain.rewind), None
+  if rewind_epoch == 0:  # Copies: training donates (and deletes) the state's buffers.
+    rewind = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+  like, shared = state, {}
   if config.pretrained:
     state, history, elapsed, shared = read_shared(config, state)
   else:
@@ -255,13 +361,16 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
           checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
           eval_every_epochs=config.train.eval_every_epochs,
           images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
-          describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks))
+          describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks),
+          after_epoch=_rewind_saver(config, workdir, rewind_epoch))
     finally:
       checkpointer.close()
+  if rewind_epoch:
+    rewind = _read_rewind(config, workdir, rewind_epoch, like)
   state = parallel.to_local(state)
   return Pretrained(model, state, history, elapsed, evaluator,
                     sparsity.masks_of(state.opt_state) if wrapped else masks, sparse_updater,
-                    init_mask, shared)
+                    init_mask, shared, rewind)
 
 
 def final_metrics(pretrained: Pretrained) -> dict[str, float]:

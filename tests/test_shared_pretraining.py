@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_tiny_config
 from sms_jax import config as config_lib
-from sms_jax import experiment
+from sms_jax import experiment, pretraining
 
 
 def _imp_config():
@@ -96,3 +96,16 @@ def test_strategies_that_pretrain_their_own_way_refuse_the_key(strategy):
   assert (f"config key pretrained = 'runs/any' is not allowed with strategy {strategy}"
           in str(info.value)), str(info.value)
   assert "with the strategies dense, imp, imp_avg_reprune, imp_mx, sms" in str(info.value)
+
+
+def test_a_source_without_the_rewind_point_is_refused(tmp_path):
+  """Rewinding to pretraining epoch 2 needs the source's rewind point or its checkpoint 2; a
+  rewind point of the source (its own retrain.rewind) is found."""
+  config = _imp_config()
+  config.retrain.rewind = "epoch:2"
+  config.pretrained = _fake_source(tmp_path / "source", epochs_saved=(3,),
+                                   **{"retrain.rewind": "epoch:2"})
+  with pytest.raises(config_lib.ConfigError, match="it kept no state of epoch 2 to rewind to"):
+    experiment.run(config, str(tmp_path / "run"))
+  os.makedirs(tmp_path / "source" / "checkpoints" / "rewind" / "2")
+  pretraining.check_source(config, str(tmp_path / "run"))

@@ -2,7 +2,8 @@
 and evaluate; every phase resumable.
 
 Phase k prunes the current model (the previous soup, or the pretrained model) to its plan's
-target, trains the plan's m candidates from it as one stacked state (`engine.EpochRunner`)
+target, trains the plan's m candidates from it (with `retrain.rewind`: from the rewind
+point's weights under the new masks) as one stacked state (`engine.EpochRunner`)
 with a fresh optimizer (momentum 0) wrapped by the plan's sparsity updater, then soups and
 evaluates them (`PhaseEvaluator`); the soup (m = 1: the one model) is the next phase's
 model. Each phase is checkpointed when complete (the soup, its masks and the phase records),
@@ -49,6 +50,7 @@ class PhaseRunner:
                pretrained: pretraining.Pretrained, *, m: int, scalars: report.ScalarWriter):
     self.config, self.dataset, self.workdir, self.m = config, dataset, workdir, m
     self.model, self.evaluator, self.scalars = pretrained.model, pretrained.evaluator, scalars
+    self.rewind = pretrained.rewind  # (params, batch_stats) each phase starts from, or None.
     self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
     self.pretrain = retrain.pretrain_schedule(config.train, self.steps_per_epoch)
     root = jax.random.key(config.seed)
@@ -103,16 +105,18 @@ class PhaseRunner:
     and the record, whose scalars (`phase_scalars`) go to TensorBoard at the phase's last
     epoch on the experiment's axis (where its candidates' last epoch is)."""
     masks, params, norm_drop = self.prune(current, plan)
+    start = Model(params, current.batch_stats, masks)
+    if self.rewind is not None:  # Lottery-ticket IMP: the rewind point under the new mask.
+      start = Model(sparsity.apply_masks(self.rewind[0], masks), self.rewind[1], masks)
     peak_scales = self.peak_scales(current, plan, norm_drop)
     report.log(f"phase {plan.phase}/{self.config.prune.n_phases}: pruned to sparsity "
                f"{sparsity.sparsity(masks):.4f}; training {self.m} candidate(s) for "
                f"{plan.epochs} epochs")
     updater = registry.build(plan.updater, self.config, self.steps_per_epoch, masks)
-    stacked, history, train_time = self.train(plan, Model(params, current.batch_stats, masks),
-                                              updater, peak_scales)
+    stacked, history, train_time = self.train(plan, start, updater, peak_scales)
     masks = _common_masks(stacked, masks, updater)
     soup, evaluated = self.evaluate(
-        stacked, masks, start_params=params, val_accuracies=history[-1].get("val_accuracy"),
+        stacked, masks, start_params=start.params, val_accuracies=history[-1].get("val_accuracy"),
         hparams=[self.hparams(c, s) for c, s in zip(plan.candidates, peak_scales)],
         method=self.config.soup.method if self.m > 1 else "uniform")
     record = {"phase": plan.phase, "target_sparsity": plan.target_sparsity, **evaluated,

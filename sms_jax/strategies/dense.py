@@ -26,5 +26,5 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
           "num_params": state_lib.count_params(pretrained.state.params)}
 
 
-register(Strategy("dense", run, shares_pretraining=True,
+register(Strategy("dense", run, shares_pretraining=True, rewinds=True,
                   help="train one model, dense or inside a start mask"))

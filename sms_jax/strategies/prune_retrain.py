@@ -48,7 +48,7 @@ def _register(name: str, m, length_factor, help_: str) -> None:
 
   register(Strategy(name, run, candidates=m, check=pruning.check_goal_sparsity,
                     phase_epochs=phase_epochs, planned_epochs=planned_epochs,
-                    shares_pretraining=True, help=help_))
+                    shares_pretraining=True, rewinds=True, help=help_))
 
 
 _register("imp", lambda config: 1, lambda config: 1,

@@ -35,6 +35,8 @@ class Strategy:
     shares_pretraining: its first stage is `pretraining.pretrain` over all of train.epochs
       with the start mask fixed, so it may start from another such run's pretraining
       (`config.pretrained`) and serve as one.
+    rewinds: it takes `retrain.rewind`: its phases rewind the weights (`dense`: it keeps the
+      rewind point for the runs that share its pretraining).
     help: one line for the README, `--help` and errors.
   """
   name: str
@@ -45,6 +47,7 @@ class Strategy:
   planned_epochs: Callable[[ml_collections.ConfigDict], list[tuple[int, int]]] = (
       lambda config: [(config.train.epochs, 1)])
   shares_pretraining: bool = False
+  rewinds: bool = False
   help: str = ""
 
 

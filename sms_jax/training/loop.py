@@ -87,6 +87,7 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
         scalar_prefix: str = "", scalar_offset: int = 0,
         describe_state: Callable[[TrainState], dict[str, Any]] = lambda state: {},
         candidate_names: list[str] | None = None, stage: int = 0,
+        after_epoch: Callable[[int, TrainState], None] | None = None,
         log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
   """Trains `state` for `epochs` epochs of `run_epoch`, resuming from `checkpointer` if it can.
 
@@ -100,7 +101,9 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
   `scalar_offset + epoch`. A stacked state's `candidate_names` (e.g. 'candidate 2
   (learning_rate=4)') name the candidates in errors. Each epoch's line shows the progress and
   ETA of the whole run (`report.run_progress()`, of which this is stage `stage`: 0 for
-  pretraining, k for phase k), or of this call alone outside a run.
+  pretraining, k for phase k), or of this call alone outside a run. `after_epoch(e, state)`
+  runs after epoch e (counted from 1) is trained, before its checkpoint (so a checkpoint of
+  epoch >= e means it ran for e).
 
   Returns:
     (state, history, elapsed_s): the final state, one record per epoch, and the wall time
@@ -142,6 +145,8 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
     if scalars is not None:
       scalars.write(scalar_offset + epoch + 1,
                     {scalar_prefix + k: v for k, v in record.items() if k != "epoch"})
+    if after_epoch is not None:
+      after_epoch(epoch + 1, state)
     if (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
       elapsed = elapsed_before + time.perf_counter() - begin
       try:

@@ -9,7 +9,10 @@ pretraining schedule (after its warmup), over a retraining budget of T iteration
   clr   after the warmup, cosine from maxLR to minLR;
   llr   after the warmup, linear decay from maxLR to 0 (the default);
   allr  as llr, with the peak chosen per phase from the norm that pruning removed
-        (`allr_peak`).
+        (`allr_peak`);
+  full  the whole pretraining schedule, warmup included, stretched over the T iterations
+        (iteration j replays pretraining iteration floor(j * P / T); with T = P it is the
+        pretraining schedule itself): lottery-ticket IMP's training per level.
 The warmup of slr, clr, llr and allr is the reference's: a cosine ramp
 `peak * (1 - cos(pi * t / W)) / 2` over `W = int(0.1 * T)` iterations (none if W = 0); the
 schedule after it starts at iteration W (the reference starts it one iteration later, at
@@ -31,7 +34,7 @@ import optax
 
 from sms_jax.training import optimizers, schedules
 
-RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
+RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr", "full")
 CONTINUE = "continue"
 WARMUP_FRACTION = 0.1
 
@@ -83,11 +86,31 @@ def learning_rate(kind: str, count: jax.Array, total_steps: jax.Array, peak: jax
                    min_lr + (max_lr - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * after)))
   elif kind in ("llr", "allr"):
     lr = jnp.where(in_warmup, warmup, max_lr * (1.0 - after))
+  elif kind == "full":
+    lr = pretrain.fn(jnp.clip(jnp.floor(count * pretrain.steps / total), 0, pretrain.steps - 1))
   elif kind == CONTINUE:
     lr = pretrain.fn(jnp.clip(count, 0, pretrain.steps - 1))
   else:
     raise ValueError(f"unknown retrain.schedule {kind!r}; allowed: {', '.join(RETRAIN_SCHEDULES)}")
   return jnp.asarray(lr, jnp.float32) * (peak / max_lr)
+
+
+def rewind_epoch(rewind: str) -> int | None:
+  """The pretraining epoch that `retrain.rewind` rewinds to: 0 for 'init', K for 'epoch:K',
+  None for 'none' (no rewinding)."""
+  if rewind == "none":
+    return None
+  return 0 if rewind == "init" else int(rewind.split(":", 1)[1])
+
+
+def is_rewind(value: object) -> bool:
+  """Whether `value` is a valid `retrain.rewind`: none, init or epoch:K (K >= 0)."""
+  if value in ("none", "init"):
+    return True
+  if not isinstance(value, str) or not value.startswith("epoch:"):
+    return False
+  digits = value.split(":", 1)[1]
+  return digits.isdigit() and digits.isascii()
 
 
 def allr_peak(norm_drop: float, prune_rate: float, epochs_per_phase: float,
