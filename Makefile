@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 TEST_WORKERS ?= 3  # pytest-xdist processes; 3 keeps 2 cores busy while tests wait on subprocesses.
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench claims clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_step.py
+
+claims: $(BIN)/.installed  # The papers' claims on 10 fresh seeds (bench/CLAIMS.md); about an hour on 2 cores.
+	$(BIN)/python bench/claims.py
 
 clean:
 	rm -rf $(VENV) runs

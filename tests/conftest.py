@@ -70,7 +70,8 @@ def die_after_save(monkeypatch):
 # pytest-xdist workers (`make test`: --dist loadfile, a file's tests in one worker, sharing its
 # fixtures) do not end with one of them running alone.
 _SLOW_FIRST = ("test_multidevice.py", "test_end_to_end.py", "test_parallel.py", "test_notebooks.py",
-               "test_tfds.py", "test_cli.py", "test_export.py", "test_sms.py")
+               "test_tfds.py", "test_cli.py", "test_export.py", "test_sms.py", "test_sweep.py",
+               "test_rewind.py")
 
 
 def pytest_collection_modifyitems(items):
