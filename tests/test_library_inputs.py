@@ -267,7 +267,7 @@ def test_only_strategies_that_prune_to_the_goal_check_it_against_the_start(tiny_
   from sms_jax import strategies  # pylint: disable=g-import-not-at-top
   for name, strategy in strategies.STRATEGIES.items():
     error = strategy.check(_bernoulli_start(tiny_config, name), 0.703296)
-    if name in ("dense", "set"):
+    if name in ("dense", "set", "rigl"):
       assert error is None, name
     else:
       assert "achieved sparsity 0.703296" in error, name

@@ -48,7 +48,7 @@ def _config(optimizer="sgd", nesterov=False, weight_decay=0.0):
   config.train.nesterov, config.train.weight_decay = nesterov, weight_decay
   config.prune.goal_sparsity = 0.85
   config.gradual.start_epoch, config.gradual.end_epoch, config.gradual.update_every = 1, 4, 3
-  config.regrow.update_every = 3
+  config.regrow.update_every = config.rigl.update_every = 3
   return config
 
 

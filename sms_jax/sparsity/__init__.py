@@ -18,6 +18,7 @@ from sms_jax.sparsity.masks import (apply_masks, count_alive, create_masks, is_k
                                     prunable_filter, sparsity, zero_outside)
 from sms_jax.sparsity.pruning import SELECTORS, phase_sparsity, prune
 from sms_jax.sparsity.registry import UPDATERS
+from sms_jax.sparsity.rigl import GraNet, RigL
 from sms_jax.sparsity.set_updater import SET
 from sms_jax.sparsity.updater import (FixedMasks, SparsityState, Updater, masks_of,
                                       replace_masks)
@@ -32,5 +33,6 @@ __all__ = [
     "layer_densities", "layer_counts", "DISTRIBUTIONS",
     # Updaters: the masking optax wrapper and what changes the masks.
     "Updater", "FixedMasks", "GradualMagnitude", "CubicSchedule", "cubic_schedule", "SET",
-    "DPF", "FixedFeedback", "SparsityState", "masks_of", "replace_masks", "UPDATERS",
+    "DPF", "FixedFeedback", "RigL", "GraNet", "SparsityState", "masks_of", "replace_masks",
+    "UPDATERS",
 ]

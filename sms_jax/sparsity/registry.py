@@ -9,7 +9,7 @@ again with the sparsity a sparse start achieved once the mask is made.
 
 from typing import Any, Callable, NamedTuple
 
-from sms_jax.sparsity import dpf, gmp, set_updater
+from sms_jax.sparsity import dpf, gmp, rigl, set_updater
 from sms_jax.sparsity.updater import FixedMasks, Updater
 
 
@@ -26,6 +26,12 @@ UPDATERS: dict[str, Registration] = {
                         "gradual magnitude pruning along the cubic schedule (gradual.*)"),
     "set": Registration(set_updater.SET.from_config, True, set_updater.check_config,
                         "sparse evolutionary training: drop and regrow at random (regrow.*)"),
+    "rigl": Registration(rigl.RigL.from_config, True, rigl.check_rigl,
+                         "RigL: drop the smallest, regrow where the dense gradient is largest, "
+                         "at the start mask's layer densities (rigl.*)"),
+    "granet": Registration(rigl.GraNet.from_config, True, gmp.check_config,
+                           "GraNet: gmp's schedule with RigL's drop and regrowth at each update "
+                           "(gradual.*, rigl.*)"),
     "dpf": Registration(dpf.DPF.from_config, True, gmp.check_config,
                         "dynamic pruning with feedback: gmp's schedule on masked weights, dense "
                         "weights kept and revived (gradual.*)"),

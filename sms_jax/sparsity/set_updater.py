@@ -34,14 +34,16 @@ class SET(Updater):
   seed: int = 0
 
   def __post_init__(self):
+    name = type(self).__name__
     if self.update_every < 1:
-      raise ValueError(f"SET update_every = {self.update_every} is not allowed; allowed: an "
-                       "integer >= 1 (steps between mask updates)")
+      raise ValueError(f"{name} update_every = {self.update_every} is not allowed; allowed: "
+                       "an integer >= 1 (steps between mask updates)")
     if not 0.0 <= self.drop_fraction <= 1.0:
-      raise ValueError(f"SET drop_fraction = {self.drop_fraction} is not allowed; allowed: a "
-                       "number in [0, 1]")
+      raise ValueError(f"{name} drop_fraction = {self.drop_fraction} is not allowed; "
+                       "allowed: a number in [0, 1]")
     if self.decay not in DECAYS:
-      raise ValueError(f"SET decay = {self.decay!r} is not allowed; allowed: {', '.join(DECAYS)}")
+      raise ValueError(f"{name} decay = {self.decay!r} is not allowed; allowed: "
+                       f"{', '.join(DECAYS)}")
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int, masks: Any) -> "SET":
@@ -84,13 +86,21 @@ class SET(Updater):
             "drop_fraction": self.drop_fraction, "decay": self.decay}
 
 
-def check_config(config, start_sparsity: float | None = None) -> str | None:
-  """Why `config` cannot run SET (it needs a sparse start to keep, of any sparsity), or None."""
-  del start_sparsity
+def sparse_start_error(config) -> str | None:
+  """Why `config` cannot run a strategy that keeps its start mask's density (a dense start),
+  or None: SET's and RigL's check."""
   if config.init_mask.distribution == "none":
     return (f"config key init_mask.distribution = 'none' is not allowed with strategy "
             f"{config.strategy!r}; allowed: a sparse start whose density it keeps (e.g. "
             "--config.init_mask.distribution=erk --config.init_mask.density=0.1)")
+  return None
+
+
+def check_config(config, start_sparsity: float | None = None) -> str | None:
+  """Why `config` cannot run SET (it needs a sparse start to keep, of any sparsity), or None."""
+  del start_sparsity
+  if error := sparse_start_error(config):
+    return error
   if config.regrow.end_epoch > config.train.epochs:
     return (f"config key regrow.end_epoch = {config.regrow.end_epoch} is not allowed; allowed: "
             f"0 (train.epochs) to train.epochs = {config.train.epochs}")
