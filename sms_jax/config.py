@@ -87,7 +87,7 @@ def rules() -> dict[str, Rule]:
   from sms_jax import data, models, soups, sparsity, strategies
   from sms_jax.data import corruptions, device
   from sms_jax.phases import plan
-  from sms_jax.sparsity import init_masks, set_updater
+  from sms_jax.sparsity import edge_popup, init_masks, set_updater
   from sms_jax.training import engine, optimizers, retrain, schedules
   # pylint: enable=g-import-not-at-top
   varied = plan.varied_names
@@ -138,6 +138,7 @@ def rules() -> dict[str, Rule]:
       "rigl.update_every": _count(1, MAX_INT32, "2**31 - 1"),
       "rigl.drop_fraction": _fraction(low_open=True, high_open=False),
       "rigl.end_fraction": _fraction(low_open=True, high_open=False),
+      "edge_popup.init": _choice(edge_popup.INITS),
       "retrain.schedule": _choice(retrain.RETRAIN_SCHEDULES),
       "retrain.epochs_per_phase": _count(1, MAX_EPOCHS),
       "retrain.rewind": (retrain.is_rewind, "none, init or epoch:K (K an integer >= 0)"),

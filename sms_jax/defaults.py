@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
   config = ml_collections.ConfigDict()
   # dense | imp | imp_mx | sms | gmp | gmp_mx | sms_gmp | dpf | sms_dpf | bimp | sms_bimp |
-  # imp_avg_reprune | set: see README (sms_jax.strategies.STRATEGIES is the registry).
+  # imp_avg_reprune | set | rigl | granet | edge_popup: see README
+  # (sms_jax.strategies.STRATEGIES is the registry).
   config.strategy = "dense"
   config.seed = 0
   # Start from the finished dense pretraining of another run's workdir instead of pretraining
@@ -125,6 +126,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.rigl.update_every = 100  # Steps between rigl's mask updates (RigL's delta T).
   config.rigl.drop_fraction = 0.3  # alpha, the fraction dropped at t = 0.
   config.rigl.end_fraction = 0.75
+
+  # Edge-Popup (strategy edge_popup; Ramanujan et al., 2020): every weight stays at its random
+  # init and a score per prunable weight is trained (train.*: optimizer, schedule, weight
+  # decay on the scores); each layer uses its top round(d_l * n_l) scores' weights, d_l from
+  # init_mask.distribution and init_mask.density. init of every conv / dense kernel:
+  # signed_constant (+-sqrt(2 / fan_in), random signs) | kaiming_normal (N(0, 2 / fan_in)).
+  config.edge_popup = ml_collections.ConfigDict()
+  config.edge_popup.init = "signed_constant"
 
   config.retrain = ml_collections.ConfigDict()
   config.retrain.schedule = "llr"  # ft | lrw | slr | clr | llr | allr | full

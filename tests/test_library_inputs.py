@@ -266,6 +266,8 @@ def test_goal_below_the_achieved_start_sparsity_is_refused_before_training(
 def test_only_strategies_that_prune_to_the_goal_check_it_against_the_start(tiny_config):
   from sms_jax import strategies  # pylint: disable=g-import-not-at-top
   for name, strategy in strategies.STRATEGIES.items():
+    if name == "edge_popup":  # Refuses a Bernoulli start itself: its scores choose the mask.
+      continue
     error = strategy.check(_bernoulli_start(tiny_config, name), 0.703296)
     if name in ("dense", "set", "rigl"):
       assert error is None, name

@@ -10,12 +10,13 @@
                    with soups (`bimp`)
   imp_avg_reprune  m lineages per phase with different masks, averaged, re-pruned,
                    retrained: the baseline SMS avoids (`imp_avg_reprune`)
+  edge_popup       scores choose a subnetwork of frozen random weights (`edge_popup`)
   gmp, dpf, set    one model trained with a standalone sparsity updater
                    (`sparse_training`: every such updater of `sparsity.registry`)
 """
 
 from sms_jax.strategies import (  # Register.
-    bimp, dense, imp_avg_reprune, prune_retrain, sms_dpf, sms_gmp, sparse_training)
+    bimp, dense, edge_popup, imp_avg_reprune, prune_retrain, sms_dpf, sms_gmp, sparse_training)
 from sms_jax.strategies.registry import STRATEGIES, Strategy, candidates_per_phase, register
 
 __all__ = ["STRATEGIES", "Strategy", "candidates_per_phase", "register"]
