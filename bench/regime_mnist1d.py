@@ -22,6 +22,16 @@ Every run of one seed starts from the same dense pretraining (`config.pretrained
 
   python bench/regime_mnist1d.py [--seeds=100:105] [--jobs=2]    # runs what is missing, then
   python bench/regime_mnist1d.py --table                           # prints the table
+
+The confirmation runs the chosen variant on seeds 1000-1009 from the claims report's shared
+pretraining (`bench/claims.py --root=/tmp/claims` first) and pairs it with that report's
+imp, imp_mx and sms runs of the same seeds:
+
+  python -m sms_jax.main --config=configs/mnist1d.py --config.seed=<k> --config.strategy=sms \
+      --config.soup.vary=seed,weight_decay,learning_rate \
+      --config.pretrained=/tmp/claims/prune_retrain/seed<k>/pretrain \
+      --workdir=/tmp/confirm/seed<k>/sms_diverse
+  python bench/regime_mnist1d.py --confirm [--jobs=2]   # runs what is missing, prints the pairs
 """
 
 import argparse
@@ -122,13 +132,56 @@ def table(seeds: list[int]) -> str:
   return "\n".join(lines)
 
 
+CLAIMS, CONFIRM, CONFIRM_SEEDS = "/tmp/claims/prune_retrain", "/tmp/confirm", range(1000, 1010)
+CHOSEN = "sms_e10_diverse"  # The largest mean SMS - IMP mx on seeds 100-104 (-0.18 points).
+
+
+def confirm(jobs: int) -> str:
+  """Runs the chosen variant on the confirmation seeds; markdown of its paired differences
+  with the claims report's runs of the same seeds."""
+  def run_confirmation(seed):
+    workdir = os.path.join(CONFIRM, f"seed{seed}", "sms_diverse")
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+      os.makedirs(os.path.dirname(workdir), exist_ok=True)
+      cmd = [sys.executable, "-m", "sms_jax.main", f"--config={CONFIG}", f"--config.seed={seed}",
+             "--config.strategy=sms", f"--config.soup.vary={DIVERSE}",
+             f"--config.pretrained={os.path.join(CLAIMS, f'seed{seed}', 'pretrain')}",
+             f"--workdir={workdir}"]
+      with open(os.path.join(CONFIRM, f"seed{seed}.log"), "w") as log:
+        subprocess.check_call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    list(pool.map(run_confirmation, CONFIRM_SEEDS))
+
+  def final(path):
+    out = {}
+    for seed in CONFIRM_SEEDS:
+      with open(path.format(seed=seed)) as f:
+        out[seed] = 100 * json.load(f)["final"]["test_accuracy"]
+    return out
+  chosen = final(os.path.join(CONFIRM, "seed{seed}", "sms_diverse", "results.json"))
+  lines = ["| difference (points), seeds 1000-1009 | mean ± s.e. | 95% interval | ahead |",
+           "| --- | --- | --- | --- |"]
+  for name in ("imp_mx", "imp", "sms"):
+    p = compare.paired(chosen, final(os.path.join(CLAIMS, "seed{seed}", name, "results.json")),
+                       True)
+    lines.append(f"| {CHOSEN} − {name} | {p['mean']:+.2f} ± {p['se']:.2f} | "
+                 f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['ahead']}/{p['n']} |")
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", default="100:105")
   parser.add_argument("--jobs", type=int, default=2)
   parser.add_argument("--variants", default="", help="comma-separated; default: all")
   parser.add_argument("--table", action="store_true")
+  parser.add_argument("--confirm", action="store_true",
+                      help=f"run {CHOSEN} on seeds 1000-1009 and pair it with the claims runs")
   args = parser.parse_args()
+  if args.confirm:
+    print(confirm(args.jobs))
+    return
   first, stop = map(int, args.seeds.split(":"))
   seeds = list(range(first, stop))
   if not args.table:
