@@ -85,18 +85,6 @@ def test_masks_come_from_the_trained_weights_not_the_rewind_point(lth_run):
   assert not np.array_equal(*[jax.tree.leaves(s[2])[0] for s in starts])
 
 
-def test_rewinding_to_init_starts_from_the_initial_weights(tmp_path):
-  config = _lth_config("init")
-  config.prune.n_phases, config.prune.goal_sparsity = 1, 0.5
-  _, starts = _run_recording_starts(config, tmp_path)
-  model = models.create_model(config.model.name, 10)
-  init_key = jax.random.split(jax.random.key(config.seed))[0]  # As pretraining draws it.
-  initial = state_lib.create_train_state(model, optax.sgd(0.1), init_key, (40, 1))
-  (params, batch_stats, masks), = starts
-  _assert_trees_equal(params, _masked(jax.device_get(initial.params), masks))
-  _assert_trees_equal(batch_stats, jax.device_get(initial.batch_stats))
-
-
 def test_killed_after_the_rewind_epoch_resumes_identically(lth_run, tmp_path, die_after_save):
   reference, _, _ = lth_run
   die_after_save(lambda directory, step: directory == "pretrain" and step == 2)
@@ -110,14 +98,21 @@ def test_killed_after_the_rewind_epoch_resumes_identically(lth_run, tmp_path, di
   assert resumed["final"] == reference["final"]
 
 
-def test_shared_pretraining_rewinds_to_the_sources_rewind_point(lth_run, tmp_path):
-  """An SMS run sharing the IMP run's pretraining starts its phases from the same point."""
+def test_a_run_sharing_the_pretraining_rewinds_to_init(lth_run, tmp_path):
+  """SMS started from the IMP run's pretraining with `rewind = init`: its phase starts from the
+  initial weights (an independent `model.init`) under masks pruned from the shared model."""
   _, starts, workdir = lth_run
-  config = _lth_config()
+  config = _lth_config("init")
   config.strategy, config.soup.m, config.pretrained = "sms", 2, str(workdir)
   config.prune.n_phases, config.prune.goal_sparsity = 1, 0.5
   _, shared_starts = _run_recording_starts(config, tmp_path)
-  _assert_trees_equal(shared_starts[0], starts[0])
+  (params, batch_stats, masks), = shared_starts
+  _assert_trees_equal(masks, starts[0][2])  # Pruned from the same pretrained model.
+  model = models.create_model(config.model.name, 10)
+  init_key = jax.random.split(jax.random.key(config.seed))[0]  # As pretraining draws it.
+  initial = state_lib.create_train_state(model, optax.sgd(0.1), init_key, (40, 1))
+  _assert_trees_equal(params, _masked(jax.device_get(initial.params), masks))
+  _assert_trees_equal(batch_stats, jax.device_get(initial.batch_stats))
 
 
 @pytest.mark.parametrize("changes, expected", [

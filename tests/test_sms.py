@@ -218,20 +218,18 @@ def test_sms_interrupted_mid_phase_resumes_to_identical_results(sms_run, tmp_pat
 
 
 def test_shared_pretraining_gives_the_phases_of_own_pretraining(sms_run, tmp_path):
-  """SMS started from a dense run's pretraining (`pretrained`) computes the phases SMS computes
-  after pretraining itself, trains no pretraining of its own, and says where it came from."""
+  """SMS started from another run's pretraining (`pretrained`) computes the phases SMS computes
+  after pretraining itself, trains no pretraining of its own, and says where it came from.
+  (tests/test_sweep.py starts imp and sms from a dense run's.)"""
   from sms_jax import checkpoints, pretraining  # pylint: disable=g-import-not-at-top
-  results, _ = sms_run
-  source = _sms_config()
-  source.strategy = "dense"
-  experiment.run(source, str(tmp_path / "dense"))
+  results, workdir = sms_run
   config = _sms_config()
-  config.pretrained = str(tmp_path / "dense")
+  config.pretrained = str(workdir)
   shared = experiment.run(config, str(tmp_path / "sms"))
   assert _phase_numbers(shared) == _phase_numbers(results)
   assert shared["dense"] == results["dense"]
   assert not os.path.exists(tmp_path / "sms" / "checkpoints" / "pretrain")
-  _, state, _ = checkpoints.read_verified(pretraining.source_directory(str(tmp_path / "dense")))
-  assert shared["pretrained"] == {"from": str(tmp_path / "dense"), "epoch": 2,
+  _, state, _ = checkpoints.read_verified(pretraining.source_directory(str(workdir)))
+  assert shared["pretrained"] == {"from": str(workdir), "epoch": 2,
                                   "checksum": checkpoints.state_checksum(state)}
   assert "pretrained" not in results
