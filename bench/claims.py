@@ -55,7 +55,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import cpu_model  # pylint: disable=g-import-not-at-top,wrong-import-position  # bench/machine.py
+# bench/machine.py:
+from machine import cpu_model  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

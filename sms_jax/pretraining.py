@@ -90,7 +90,8 @@ def check_source(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.realpath(source) == os.path.realpath(workdir):
     raise config_lib.ConfigError(f"{start}it is this run's own workdir{allowed}")
   strategy = theirs.get("strategy")
-  if strategy not in strategies.STRATEGIES or not strategies.STRATEGIES[strategy].shares_pretraining:
+  registered = strategies.STRATEGIES.get(strategy)
+  if registered is None or not registered.shares_pretraining:
     raise config_lib.ConfigError(f"{start}its strategy {strategy} pretrains in its own way"
                                  f"{allowed}")
   if theirs.get("pretrained"):

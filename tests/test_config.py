@@ -161,7 +161,8 @@ def test_every_registered_strategy_is_a_config_choice():
 def test_random_start_experiments_are_valid_for_every_method_and_start():
   """configs/random_start_mnist1d.py:METHOD,START builds a valid run for every pair (but the
   dense starts of methods that have none, refused in one line), ending at 95% sparsity."""
-  from sms_jax.configs import random_start_mnist1d as experiments  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from sms_jax.configs import random_start_mnist1d as experiments
   for method in experiments.METHODS:
     for start in experiments.STARTS:
       arg = f"{method},{start}"
