@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from sms_jax import config as config_lib
-from sms_jax import data, models, parallel, pretraining, report, strategies
+from sms_jax import data, models, parallel, report, shared_pretraining, strategies
 from sms_jax import workdir as workdir_lib
 
 
@@ -48,7 +48,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config_lib.validate(config)
   config_dict = json.loads(config.to_json())
   workdir_lib.check(config_dict, workdir)
-  pretraining.check_source(config, workdir)
+  shared_pretraining.check_source(config, workdir)
   dataset = data.load(config.dataset)
   if config.train.batch_size > dataset.train.num_examples:
     raise config_lib.ConfigError(

@@ -8,11 +8,10 @@ between the update and the parameters would only cost time (and keep XLA from fu
 update into one multiply-add).
 
 With `config.pretrained` (a workdir) the model is not trained here but read from that run's
-finished pretraining (shared pretraining: the SMS paper starts every method from one
-pretrained model); `check_source` makes sure it is the same training before any work is done.
+finished pretraining, and with `retrain.rewind` the rewind point is kept
+(`sms_jax.shared_pretraining`).
 """
 
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -23,7 +22,7 @@ import ml_collections
 
 from sms_jax import checkpoints, metrics, models, parallel, report, sparsity
 from sms_jax import config as config_lib
-from sms_jax import workdir as workdir_lib
+from sms_jax import shared_pretraining
 from sms_jax.data import Dataset, first_batches
 from sms_jax.sparsity import init_masks, registry
 from sms_jax.training import engine, loop, optimizers, retrain, schedules, state as state_lib
@@ -54,110 +53,6 @@ class Pretrained(NamedTuple):
   def records(self) -> dict[str, Any]:
     """Its entries of results.json beside `history`: `init_mask`, `pretrained` (if any)."""
     return {**self.init_mask, **self.shared}
-
-
-# The config keys that define what pretraining computes (prefixes of dotted keys): a run may
-# start from another's pretraining only if these agree.
-PRETRAINING_KEYS = ("dataset.", "model.", "train.", "init_mask.", "seed",
-                    "prune.keep_first_dense", "prune.keep_last_dense")
-NOT_PRETRAINING_KEYS = ("dataset.data_dir",)  # Where the same data is read from.
-
-
-def source_directory(source: str) -> str:
-  """Where the run in workdir `source` keeps its pretraining checkpoints."""
-  return os.path.join(source, "checkpoints", "pretrain")
-
-
-def check_source(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Raises ConfigError unless `config.pretrained` ('' passes) is the workdir of another run
-  whose finished pretraining this config may start from: a run of a strategy that shares
-  pretraining, not itself started from another's, with the same `PRETRAINING_KEYS`, and
-  holding its checkpoint at epoch train.epochs. Reads only its config.json and file names."""
-  source = config.pretrained
-  if not source:
-    return
-  from sms_jax import strategies  # pylint: disable=g-import-not-at-top  (they import this)
-  start = f"config key pretrained = {source!r} is not allowed: "
-  allowed = ("; allowed: the workdir of a finished run of the same dataset, model, train, "
-             "init_mask, seed and prune.keep_*_dense, e.g. a dense run's")
-  path = os.path.join(source, "config.json")
-  try:
-    with open(path) as f:
-      theirs = json.load(f)
-  except (OSError, ValueError) as error:
-    raise config_lib.ConfigError(f"{start}cannot read {path} ({type(error).__name__}){allowed}"
-                                 ) from error
-  if os.path.realpath(source) == os.path.realpath(workdir):
-    raise config_lib.ConfigError(f"{start}it is this run's own workdir{allowed}")
-  strategy = theirs.get("strategy")
-  registered = strategies.STRATEGIES.get(strategy)
-  if registered is None or not registered.shares_pretraining:
-    raise config_lib.ConfigError(f"{start}its strategy {strategy} pretrains in its own way"
-                                 f"{allowed}")
-  if theirs.get("pretrained"):
-    raise config_lib.ConfigError(f"{start}that run itself started from the pretraining of "
-                                 f"{theirs['pretrained']!r}; pass that one")
-  ours = json.loads(config.to_json())
-  differing = [key for key in sorted(workdir_lib.differences(theirs, ours))
-               if key.startswith(PRETRAINING_KEYS) and not key.startswith(NOT_PRETRAINING_KEYS)]
-  if differing:
-    key = differing[0]
-    raise config_lib.ConfigError(
-        f"{start}its {key} is {_value_at(theirs, key)!r}, this run's {_value_at(ours, key)!r}"
-        f"{allowed}")
-  directory = source_directory(source)
-  epochs = _saved_epochs(directory)
-  if config.train.epochs not in epochs:
-    newest = f"its newest checkpoint is epoch {epochs[-1]}" if epochs else "it has no checkpoint"
-    raise config_lib.ConfigError(
-        f"{start}its pretraining has not finished ({newest} of {config.train.epochs} in "
-        f"{directory}); let it finish{allowed}")
-  rewind = retrain.rewind_epoch(config.retrain.rewind)
-  if rewind and _rewind_source(source, rewind) is None:
-    raise config_lib.ConfigError(
-        f"{start}it kept no state of epoch {rewind} to rewind to (retrain.rewind = "
-        f"{config.retrain.rewind!r}); allowed: a source run with the same retrain.rewind (it "
-        "keeps its rewind point), or one that kept that checkpoint, or retrain.rewind = init")
-
-
-def _saved_epochs(directory: str) -> list[int]:
-  """The steps of the checkpoints in `directory` (none if it does not exist), ascending."""
-  return sorted(int(n) for n in (os.listdir(directory) if os.path.isdir(directory) else [])
-                if n.isdigit())
-
-
-def _rewind_source(source: str, epoch: int) -> str | None:
-  """The checkpoint directory of run `source` holding pretraining epoch `epoch`: its rewind
-  point, else its pretraining checkpoint; None if neither."""
-  for directory in (rewind_directory(source), source_directory(source)):
-    if epoch in _saved_epochs(directory):
-      return directory
-  return None
-
-
-def _value_at(config_dict: dict[str, Any], dotted: str) -> Any:
-  """The value at `dotted` ('a.b') of a nested dict, None where missing."""
-  for part in dotted.split("."):
-    config_dict = config_dict.get(part) if isinstance(config_dict, dict) else None
-  return config_dict
-
-
-def read_shared(config: ml_collections.ConfigDict, like: state_lib.TrainState
-                ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float, dict[str, Any]]:
-  """The finished pretraining of run `config.pretrained` (checked by `check_source`): its state
-  in the structure of `like`, its history, training time and the results' `pretrained` entry.
-
-  Raises:
-    CheckpointError: the checkpoint cannot be read, is damaged or holds another layout.
-  """
-  source = os.path.abspath(config.pretrained)
-  epoch, state, meta = checkpoints.read_verified(source_directory(source), config.train.epochs,
-                                                 like=like)
-  checksum = checkpoints.state_checksum(state)
-  report.log(f"pretraining: read from {source} (epoch {epoch}, checksum {checksum}); not "
-             "trained here")
-  return (jax.tree.map(jnp.asarray, state), meta["history"], meta["elapsed_s"],
-          {"pretrained": {"from": source, "epoch": epoch, "checksum": checksum}})
 
 
 def _prunable(config: ml_collections.ConfigDict, model: nn.Module, dataset: Dataset
@@ -258,45 +153,6 @@ def describe_state(state: state_lib.TrainState, *, with_sparsity: bool) -> dict[
   return record
 
 
-def rewind_directory(workdir: str) -> str:
-  """Where a run keeps its rewind point of `retrain.rewind = epoch:K`."""
-  return os.path.join(workdir, "checkpoints", "rewind")
-
-
-def _rewind_saver(config: ml_collections.ConfigDict, workdir: str, epoch: int | None):
-  """`after_epoch(e, state)` for `loop.fit` that saves `{params, batch_stats}` of pretraining
-  epoch `epoch` to `rewind_directory` (None: when nothing is to be saved)."""
-  if not epoch or config.pretrained:
-    return None
-  def save(e, state):
-    if e == epoch:
-      saver = checkpoints.Checkpointer(rewind_directory(workdir), None,
-                                       config_lib.run_identity(config))
-      try:
-        saver.save(e, _rewind_point(state), {})
-      finally:
-        saver.close()
-  return save
-
-
-def _rewind_point(state: state_lib.TrainState) -> dict[str, Any]:
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def _read_rewind(config: ml_collections.ConfigDict, workdir: str, epoch: int,
-                 like: state_lib.TrainState) -> tuple[Any, Any]:
-  """The rewind point of pretraining epoch `epoch` >= 1: from the source's pretraining
-  checkpoint (shared pretraining) or from this run's `rewind_directory`."""
-  directory = (_rewind_source(config.pretrained, epoch) if config.pretrained
-               else rewind_directory(workdir))
-  if directory == rewind_directory(config.pretrained or workdir):
-    _, point, _ = checkpoints.read_verified(directory, epoch, like=_rewind_point(like))
-  else:  # The source's pretraining checkpoint of that epoch.
-    _, state, _ = checkpoints.read_verified(directory, epoch, like=like)
-    point = _rewind_point(state)
-  return tuple(jax.tree.map(jnp.asarray, (point["params"], point["batch_stats"])))
-
-
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              scalars: report.ScalarWriter, *, epochs: int | None = None,
              updater: str = "fixed") -> Pretrained:
@@ -344,7 +200,7 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
     rewind = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
   like, shared = state, {}
   if config.pretrained:
-    state, history, elapsed, shared = read_shared(config, state)
+    state, history, elapsed, shared = shared_pretraining.read_shared(config, state)
   else:
     checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
                                             config.checkpoint.keep,
@@ -363,11 +219,11 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
           eval_every_epochs=config.train.eval_every_epochs,
           images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
           describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks),
-          after_epoch=_rewind_saver(config, workdir, rewind_epoch))
+          after_epoch=shared_pretraining.rewind_saver(config, workdir, rewind_epoch))
     finally:
       checkpointer.close()
   if rewind_epoch:
-    rewind = _read_rewind(config, workdir, rewind_epoch, like)
+    rewind = shared_pretraining.read_rewind(config, workdir, rewind_epoch, like)
   state = parallel.to_local(state)
   return Pretrained(model, state, history, elapsed, evaluator,
                     sparsity.masks_of(state.opt_state) if wrapped else masks, sparse_updater,

@@ -154,9 +154,9 @@ def _load(spec: str, overrides: Sequence[str], seed: int, name: str) -> dict[str
 
 def _affects_pretraining(key: str) -> bool:
   """Whether what pretraining computes depends on config key `key` (see `pretraining`)."""
-  from sms_jax import pretraining  # pylint: disable=g-import-not-at-top  (loads JAX)
-  return (key.startswith(pretraining.PRETRAINING_KEYS)
-          and not key.startswith(pretraining.NOT_PRETRAINING_KEYS))
+  from sms_jax import shared_pretraining  # pylint: disable=g-import-not-at-top  (loads JAX)
+  return (key.startswith(shared_pretraining.PRETRAINING_KEYS)
+          and not key.startswith(shared_pretraining.NOT_PRETRAINING_KEYS))
 
 
 def plan(spec: str, seeds: Sequence[int], strategy_names: Sequence[str], sets: Sequence[str],

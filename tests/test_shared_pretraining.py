@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_tiny_config
 from sms_jax import config as config_lib
-from sms_jax import experiment, pretraining
+from sms_jax import experiment, shared_pretraining
 
 
 def _imp_config():
@@ -108,4 +108,4 @@ def test_a_source_without_the_rewind_point_is_refused(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="it kept no state of epoch 2 to rewind to"):
     experiment.run(config, str(tmp_path / "run"))
   os.makedirs(tmp_path / "source" / "checkpoints" / "rewind" / "2")
-  pretraining.check_source(config, str(tmp_path / "run"))
+  shared_pretraining.check_source(config, str(tmp_path / "run"))

@@ -221,7 +221,7 @@ def test_shared_pretraining_gives_the_phases_of_own_pretraining(sms_run, tmp_pat
   """SMS started from another run's pretraining (`pretrained`) computes the phases SMS computes
   after pretraining itself, trains no pretraining of its own, and says where it came from.
   (tests/test_sweep.py starts imp and sms from a dense run's.)"""
-  from sms_jax import checkpoints, pretraining  # pylint: disable=g-import-not-at-top
+  from sms_jax import checkpoints, shared_pretraining  # pylint: disable=g-import-not-at-top
   results, workdir = sms_run
   config = _sms_config()
   config.pretrained = str(workdir)
@@ -229,7 +229,7 @@ def test_shared_pretraining_gives_the_phases_of_own_pretraining(sms_run, tmp_pat
   assert _phase_numbers(shared) == _phase_numbers(results)
   assert shared["dense"] == results["dense"]
   assert not os.path.exists(tmp_path / "sms" / "checkpoints" / "pretrain")
-  _, state, _ = checkpoints.read_verified(pretraining.source_directory(str(workdir)))
+  _, state, _ = checkpoints.read_verified(shared_pretraining.source_directory(str(workdir)))
   assert shared["pretrained"] == {"from": str(workdir), "epoch": 2,
                                   "checksum": checkpoints.state_checksum(state)}
   assert "pretrained" not in results
