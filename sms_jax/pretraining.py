@@ -153,6 +153,38 @@ def describe_state(state: state_lib.TrainState, *, with_sparsity: bool) -> dict[
   return record
 
 
+def train_one_model(config: ml_collections.ConfigDict, dataset: Dataset,
+                    state: state_lib.TrainState, *, model: Any, tx: Any, evaluator: Evaluator,
+                    directory: str, data_key: jax.Array, scalars: report.ScalarWriter,
+                    epochs: int, with_sparsity: bool = False,
+                    after_epoch: Any = None
+                    ) -> tuple[state_lib.TrainState, list[dict[str, Any]], float]:
+  """Trains one model (`model.apply`, optimizer `tx`) for `epochs` epochs of train.*,
+  resumable from the checkpoints in `directory`, validated every train.eval_every_epochs;
+  epoch e's data from `fold_in(data_key, e)`. Returns `loop.fit`'s (state, history, time);
+  `with_sparsity` records the masks' sparsity each epoch, `after_epoch` as `loop.fit`'s."""
+  checkpointer = checkpoints.Checkpointer(directory, config.checkpoint.keep,
+                                          config_lib.run_identity(config))
+  runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
+                              batch_size=config.train.batch_size,
+                              label_smoothing=config.train.label_smoothing,
+                              epoch_loop=config.train.epoch_loop,
+                              mesh=parallel.candidate_mesh(1, config.train.batch_size),
+                              log=report.log)
+  steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+  try:
+    return loop.fit(
+        state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
+        epochs=epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
+        checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
+        eval_every_epochs=config.train.eval_every_epochs,
+        images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
+        describe_state=lambda s: describe_state(s, with_sparsity=with_sparsity),
+        after_epoch=after_epoch)
+  finally:
+    checkpointer.close()
+
+
 def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
              scalars: report.ScalarWriter, *, epochs: int | None = None,
              updater: str = "fixed") -> Pretrained:
@@ -202,26 +234,12 @@ def pretrain(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str,
   if config.pretrained:
     state, history, elapsed, shared = shared_pretraining.read_shared(config, state)
   else:
-    checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "pretrain"),
-                                            config.checkpoint.keep,
-                                            config_lib.run_identity(config))
-    runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
-                                batch_size=config.train.batch_size,
-                                label_smoothing=config.train.label_smoothing,
-                                epoch_loop=config.train.epoch_loop,
-                                mesh=parallel.candidate_mesh(1, config.train.batch_size),
-                                log=report.log)
-    try:
-      state, history, elapsed = loop.fit(
-          state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
-          epochs=epochs or config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
-          checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
-          eval_every_epochs=config.train.eval_every_epochs,
-          images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
-          describe_state=lambda s: describe_state(s, with_sparsity=sparse_updater.changes_masks),
-          after_epoch=shared_pretraining.rewind_saver(config, workdir, rewind_epoch))
-    finally:
-      checkpointer.close()
+    state, history, elapsed = train_one_model(
+        config, dataset, state, model=model, tx=tx, evaluator=evaluator,
+        directory=os.path.join(workdir, "checkpoints", "pretrain"), data_key=data_key,
+        scalars=scalars, epochs=epochs or config.train.epochs,
+        with_sparsity=sparse_updater.changes_masks,
+        after_epoch=shared_pretraining.rewind_saver(config, workdir, rewind_epoch))
   if rewind_epoch:
     rewind = shared_pretraining.read_rewind(config, workdir, rewind_epoch, like)
   state = parallel.to_local(state)
@@ -235,7 +253,12 @@ def final_metrics(pretrained: Pretrained) -> dict[str, float]:
 
   The last epoch was evaluated on val already; only the test split is new.
   """
-  final = {k: v for k, v in pretrained.history[-1].items() if k.startswith("val_")}
-  final.update({f"test_{k}": v
-                for k, v in pretrained.evaluator.evaluate(pretrained.state, "test").items()})
+  return val_and_test_metrics(pretrained.history, pretrained.evaluator, pretrained.state)
+
+
+def val_and_test_metrics(history: list[dict[str, Any]], evaluator: Evaluator,
+                         state: state_lib.TrainState) -> dict[str, float]:
+  """`val_*` metrics of the last epoch's record in `history`, and `test_*` of `state`."""
+  final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+  final.update({f"test_{k}": v for k, v in evaluator.evaluate(state, "test").items()})
   return final

@@ -27,7 +27,7 @@ from sms_jax import config as config_lib
 from sms_jax.data import Dataset
 from sms_jax.sparsity import edge_popup, init_masks
 from sms_jax.strategies.registry import Strategy, register
-from sms_jax.training import engine, loop, optimizers, schedules, state as state_lib
+from sms_jax.training import optimizers, schedules, state as state_lib
 from sms_jax.training.evaluator import Evaluator
 
 
@@ -109,25 +109,12 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
   data_key = jax.random.split(jax.random.key(config.seed))[1]
   evaluator = Evaluator(model, dataset, config.train.eval_batch_size)
   scalars = report.ScalarWriter(workdir)
-  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints", "edge_popup"),
-                                          config.checkpoint.keep,
-                                          config_lib.run_identity(config))
   try:
-    runner = engine.EpochRunner(state, dataset, model=model, tx=tx,
-                                batch_size=config.train.batch_size,
-                                label_smoothing=config.train.label_smoothing,
-                                epoch_loop=config.train.epoch_loop,
-                                mesh=parallel.candidate_mesh(1, config.train.batch_size),
-                                log=report.log)
-    state, history, elapsed = loop.fit(
-        state, lambda s, epoch: runner(s, jax.random.fold_in(data_key, epoch)),
-        epochs=config.train.epochs, evaluate=lambda s: evaluator.evaluate(s, "val"),
-        checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
-        eval_every_epochs=config.train.eval_every_epochs,
-        images_per_epoch=steps_per_epoch * config.train.batch_size, scalars=scalars,
-        describe_state=lambda s: pretraining.describe_state(s, with_sparsity=False))
+    state, history, elapsed = pretraining.train_one_model(
+        config, dataset, state, model=model, tx=tx, evaluator=evaluator,
+        directory=os.path.join(workdir, "checkpoints", "edge_popup"), data_key=data_key,
+        scalars=scalars, epochs=config.train.epochs)
   finally:
-    checkpointer.close()
     scalars.close()
   state, tic = parallel.to_local(state), time.perf_counter()
   weights, scores = state.params["weights"], state.params["scores"]
@@ -135,8 +122,7 @@ def run(config: ml_collections.ConfigDict, dataset: Dataset, workdir: str) -> di
   masks = edge_popup.masks_from_scores(weights, scores, counts)
   _save_model(config, workdir, {"params": params, "batch_stats": state.batch_stats,
                                 "masks": masks})
-  final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-  final.update({f"test_{k}": v for k, v in evaluator.evaluate(state, "test").items()})
+  final = pretraining.val_and_test_metrics(history, evaluator, state)
   record = evaluation.sparsity_record(params, masks, paths)
   final.update(sparsity=record["sparsity"], sparsity_all=record["sparsity_all"])
   report.log("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
