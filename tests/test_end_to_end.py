@@ -77,10 +77,11 @@ def test_other_config_in_workdir_is_refused(tiny_config, tmp_path):
     experiment.run(tiny_config, str(tmp_path))
 
 
+# One case per path to the one-line refusal: a flag naming no key, a rule that needs the data
+# (the messages of the config rules are checked in-process in test_config, test_bad_inputs),
+# an empty workdir.
 @pytest.mark.parametrize("override, expected", [
-    ("--config.train.learning_rate=-0.1", "train.learning_rate = -0.1 is not allowed"),
     ("--config.train.lr=0.1", "lr"),
-    ("--config.model.name=resnet19", "model.name = 'resnet19'"),
     ("--config.model.name=cnn2d", "model.name = 'cnn2d' is not allowed for mnist1d"),
     ("--workdir=", "--workdir is empty"),
 ])

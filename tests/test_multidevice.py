@@ -1,4 +1,5 @@
-"""Whole runs on 4 simulated CPU devices and on two processes, against the same run on one.
+"""Whole runs on 4 simulated CPU devices (SMS, imp_avg_reprune) and on two processes, against
+the same runs on one.
 
 Each device count needs a process of its own (XLA fixes it at start-up), so the runs happen
 in subprocesses; the one-device baseline runs here.
@@ -53,14 +54,26 @@ def one_device_runs(tmp_path_factory):
           for m in (2,)}
 
 
+# imp_avg_reprune switches the mesh inside each phase: 2 lineages, then the one re-pruned model.
+_AVG_REPRUNE = {**_RUN_OVERRIDES, "strategy": "imp_avg_reprune", "soup.m": 2, "prune.n_phases": 2,
+                "avg_reprune.diverge_epochs": 1, "avg_reprune.retrain_epochs": 1}
+
+# Both 4-device runs in one process: its start-up and the shared pretraining compile once.
 _SIMULATED = """
-import json, sys
+import contextlib, io, json, sys
 sys.path.insert(0, {tests!r})
-from test_multidevice import _config
+from test_multidevice import _AVG_REPRUNE, _config
 from test_parallel import _streamed_mesh_difference
+from configs import default
 from sms_jax import experiment
-run = experiment.run(_config(2), {workdir!r})
-print(json.dumps({{"run": run, "stream_difference": _streamed_mesh_difference()}}))
+run = experiment.run(_config(2), {workdir!r} + "/sms")
+config = default.get_config()
+config.update_from_flattened_dict(_AVG_REPRUNE)
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+  avg_reprune = experiment.run(config, {workdir!r} + "/avg_reprune")
+print(json.dumps({{"run": run, "stream_difference": _streamed_mesh_difference(),
+                  "avg_reprune": avg_reprune, "avg_reprune_out": printed.getvalue()}}))
 """
 
 
@@ -69,23 +82,55 @@ def _env(devices):
           "PYTHONPATH": ROOT}
 
 
-def test_four_simulated_devices_equal_one(one_device_runs, tmp_path):
-  """m = 2 on 4 devices (2 candidates x 2-way data parallel, after data-parallel
-  pretraining on all 4) gives the accuracies of the 1-device run, and a streamed epoch 4-way
-  data parallel the 1-device epoch; results.json reports the mesh."""
-  code = _SIMULATED.format(tests=os.path.join(ROOT, "tests"), workdir=str(tmp_path))
+@pytest.fixture(scope="module")
+def four_device_runs(tmp_path_factory):
+  """The subprocess's reply (`_SIMULATED`) and what it printed besides, on 4 simulated
+  devices."""
+  code = _SIMULATED.format(tests=os.path.join(ROOT, "tests"),
+                           workdir=str(tmp_path_factory.mktemp("four_devices")))
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(4), capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
-  reply = json.loads(out.stdout.strip().splitlines()[-1])
+  return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout
+
+
+def test_four_simulated_devices_equal_one(one_device_runs, four_device_runs):
+  """m = 2 on 4 devices (2 candidates x 2-way data parallel, after data-parallel
+  pretraining on all 4) gives the accuracies of the 1-device run, and a streamed epoch 4-way
+  data parallel the 1-device epoch; results.json reports the mesh."""
+  reply, stdout = four_device_runs
   assert reply["stream_difference"] < 1e-4
-  assert "2x2 mesh" in out.stdout and "1x4 mesh" in out.stdout
+  assert "2x2 mesh" in stdout and "1x4 mesh" in stdout
   results = reply["run"]
   assert results["devices"]["count"] == 4 and results["devices"]["platform"] == "cpu"
   assert results["devices"]["mesh"] == {"candidates": 2, "data": 2}
   assert one_device_runs[2]["devices"]["mesh"] == {"candidates": 1, "data": 1}
   _assert_same_accuracies(results, one_device_runs[2])
   assert results["final"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_avg_reprune_on_four_simulated_devices_equals_one(four_device_runs, tmp_path):
+  """imp_avg_reprune switches the mesh inside each phase (2 lineages on a 2x2 mesh, then the
+  one re-pruned model 4-way data parallel) and back for the next phase: its two phases give
+  the 1-device run's accuracies and sparsities, phase by phase."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.update_from_flattened_dict(_AVG_REPRUNE)
+  baseline = experiment.run(config, str(tmp_path / "one"))
+  results = four_device_runs[0]["avg_reprune"]
+  assert results["devices"]["count"] == 4
+  compiled = [l for l in four_device_runs[0]["avg_reprune_out"].splitlines()
+              if "stacked candidates" in l]
+  assert any("of 2 stacked candidates" in l for l in compiled)
+  assert any("of 1 stacked candidates" in l for l in compiled)
+  for line in compiled:  # The lineages on 2x2 in both phases, the one model on 1x4.
+    assert ("2x2 mesh" if "of 2 stacked" in line else "1x4 mesh") in line, line
+  assert len(results["phases"]) == len(baseline["phases"]) == 2
+  for phase, base in zip(results["phases"], baseline["phases"]):
+    assert phase["sparsity"] == base["sparsity"]
+    assert abs(phase["model"]["test_accuracy"] - base["model"]["test_accuracy"]) <= 0.003
+  assert abs(results["final"]["test_accuracy"] - baseline["final"]["test_accuracy"]) <= 0.003
+  assert results["final"]["sparsity"] == baseline["final"]["sparsity"]
 
 
 def test_two_processes_equal_one(one_device_runs, tmp_path):
