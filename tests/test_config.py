@@ -178,3 +178,38 @@ def test_random_start_experiments_are_valid_for_every_method_and_start():
       assert (sparse_start == "none") == (start == "dense"), arg
       if method not in ("edge_popup", "static"):
         assert config.prune.goal_sparsity == 0.95 or config.init_mask.density == 0.05, arg
+
+
+def test_random_start_cifar_experiments_are_valid_and_carry_their_choices():
+  """configs/random_start_cifar.py:DATASET,MODEL,METHOD,START: every combination valid (quick
+  too), the dataset and model as named, the start mask where the method puts it, and the
+  lottery-ticket levels keeping about 80% each down to density 0.01."""
+  # pylint: disable-next=g-import-not-at-top
+  from sms_jax.configs import _random_start, random_start_cifar as experiments
+  for method in _random_start.METHODS:
+    for start in ("dense", "er", "pyramidal"):
+      arg = f"cifar100,vgg16,{method},{start}"
+      if start == "dense" and method in _random_start.NO_DENSE_START:
+        with pytest.raises(ValueError, match="not dense for rigl or edge_popup"):
+          experiments.get_config(arg)
+        continue
+      config = experiments.get_config(arg)
+      config_lib.validate(config)
+      config_lib.validate(experiments.get_config(arg + ",quick"))
+      assert (config.dataset.name, config.model.name) == ("cifar100", "vgg16"), arg
+      init = config.init_mask
+      sparse_start = init.within if method in ("snip", "synflow") else init.distribution
+      assert (sparse_start == "none") == (start == "dense"), arg
+      density = {"rigl": 0.01, "edge_popup": 0.5, "snip": 0.01, "synflow": 0.01}.get(method, 0.3)
+      assert init.density == pytest.approx(density), arg
+      assert config.prune.goal_sparsity == 0.99
+  defaults = experiments.get_config("")
+  assert (defaults.dataset.name, defaults.model.name, defaults.strategy) == (
+      "cifar10", "resnet18", "sms")
+  for start, levels in (("dense", 21), ("balanced", 15)):
+    config = experiments.get_config(f"lth,{start}")
+    assert (config.prune.n_phases, config.retrain.rewind, config.retrain.schedule) == (
+        levels, "init", "full")
+    density = 1.0 if start == "dense" else 0.3
+    keep = (0.01 / density) ** (1 / levels)
+    assert 0.78 < keep < 0.82, (start, keep)
