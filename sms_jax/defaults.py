@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (MNIST-1D, 1-D CNN, dense training)."""
   config = ml_collections.ConfigDict()
   # dense | imp | imp_mx | sms | gmp | gmp_mx | sms_gmp | dpf | sms_dpf | bimp | sms_bimp |
-  # imp_avg_reprune | set | rigl | granet | edge_popup: see README
+  # imp_avg_reprune | set | rigl | granet | sms_rigl | sms_granet | edge_popup: see README
   # (sms_jax.strategies.STRATEGIES is the registry).
   config.strategy = "dense"
   config.seed = 0
@@ -121,7 +121,8 @@ def get_config() -> ml_collections.ConfigDict:
   # its alive weights (the smallest magnitudes) and regrows as many where the dense
   # gradient's magnitude is largest (new weights at 0); T_end = end_fraction of the run's
   # steps, no regrowth after it. rigl updates every update_every steps and keeps the start
-  # mask's layer densities; granet updates at gradual's steps, after pruning to its schedule.
+  # mask's layer densities; granet updates at gradual's steps, after pruning to its schedule;
+  # sms_rigl and sms_granet update at their phase starts only (gradual.*, prune.n_phases).
   config.rigl = ml_collections.ConfigDict()
   config.rigl.update_every = 100  # Steps between rigl's mask updates (RigL's delta T).
   config.rigl.drop_fraction = 0.3  # alpha, the fraction dropped at t = 0.

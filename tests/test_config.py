@@ -154,7 +154,7 @@ def test_every_registered_strategy_is_a_config_choice():
   config = default.get_config()
   for name in strategies.STRATEGIES:
     config.strategy = name
-    config.init_mask.distribution = "erk" if name in ("set", "rigl", "edge_popup") else "none"
+    config.init_mask.distribution = "erk" if name in ("set", "rigl", "sms_rigl", "edge_popup") else "none"
     config_lib.validate(config)
 
 

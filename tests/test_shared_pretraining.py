@@ -86,7 +86,7 @@ def test_missing_source_and_own_workdir_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["gmp", "sms_gmp", "dpf", "sms_dpf", "bimp", "sms_bimp",
-                                      "gmp_mx", "set"])
+                                      "gmp_mx", "set", "sms_rigl", "sms_granet"])
 def test_strategies_that_pretrain_their_own_way_refuse_the_key(strategy):
   config = _imp_config()
   config.strategy = strategy

@@ -15,19 +15,27 @@ regrowth after each pruning step (none at the last). The same as `--config.strat
 --config.init_mask.distribution=none`; `--config.strategy=granet --config.init_mask.density=0.5`
 starts it from a random ERK mask at density 0.5 instead (GraNet's sparse start).
 
-Arguments (comma-separated): `quick` (a smoke test of 3 epochs), `granet`.
+Sparse Model Soups on them, `:sms` (strategy sms_rigl) and `:granet,sms` (sms_granet): the
+same start, fraction and end, but the masks are updated only at 4 phase starts (epochs 11, 22,
+34, 45 of gradual's 0 to 45); one model trains up to the first, then from each update soup.m = 4
+candidates (seeds) train with the masks fixed to the next (the last to epoch 60), and their
+soup starts the next phase. The last update, at rigl.end_fraction of the run, regrows nothing.
+
+Arguments (comma-separated): `quick` (a smoke test of 3 epochs; with `sms`, 2 phases), `granet`,
+`sms`.
 """
 
 from sms_jax.configs import default, mnist1d
 
-_ARGS = ("quick", "granet")
+_ARGS = ("quick", "granet", "sms")
 
 
 def get_config(arg: str = ""):
-  """RigL (or with `granet`, GraNet) on MNIST-1D; `arg` '', 'quick', 'granet' or
-  'granet,quick'."""
+  """RigL (or with `granet`, GraNet; with `sms`, their soups) on MNIST-1D; `arg` a
+  comma-separated subset of quick, granet, sms."""
   flags = set(arg.split(",")) if arg else set()
-  default.check_config_arg(arg, "quick, granet or granet,quick", flags <= set(_ARGS))
+  default.check_config_arg(arg, "a comma-separated subset of quick, granet, sms",
+                           flags <= set(_ARGS))
   config = mnist1d.get_config()
   config.strategy = "rigl"
   config.init_mask.distribution = "erk"
@@ -51,4 +59,9 @@ def get_config(arg: str = ""):
   if "granet" in flags:
     config.strategy = "granet"
     config.init_mask.distribution = "none"
+  if "sms" in flags:
+    config.strategy = "sms_" + config.strategy
+    config.prune.n_phases = 2 if "quick" in flags else 4
+    config.soup.m = 4
+    config.soup.vary = "seed"
   return config

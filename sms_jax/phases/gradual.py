@@ -6,8 +6,9 @@ The cubic schedule of `sms_jax.sparsity.gmp` (from the start mask's sparsity to
 first; phase k prunes the current model to the schedule's sparsity at its epoch, trains m
 candidates from it until the next update (the last phase: until train.epochs), going on with
 the training learning-rate schedule (fresh momentum), and soups them; the next phase starts
-from the soup. Strategies sms_gmp, gmp_mx (`sms_jax.strategies.sms_gmp`) and sms_dpf
-(`sms_jax.strategies.sms_dpf`) are built from these plans.
+from the soup. Strategies sms_gmp, gmp_mx (`sms_jax.strategies.sms_gmp`), sms_dpf
+(`sms_jax.strategies.sms_dpf`) and sms_rigl, sms_granet (`sms_jax.strategies.sms_rigl`) are
+built from these plans.
 
 With `length_factor` f > 1 each phase trains f times longer, and the learning-rate schedule
 after the first mask update is stretched f times (`stretch_schedule`, run by
@@ -71,23 +72,25 @@ def planned_epochs(config: ml_collections.ConfigDict, *, m: int,
   return [(epochs[0], 1)] + [((b - a) * length_factor, m) for a, b in zip(epochs, epochs[1:])]
 
 
-def strategy_fields(*, stretched: bool = False) -> dict[str, Any]:
+def strategy_fields(*, stretched: bool = False, prunes: bool = True) -> dict[str, Any]:
   """The `Strategy` fields `check` and `planned_epochs` of a strategy with these phases:
-  `soup.m` candidates a phase, or (`stretched`, gmp_mx) one model `soup.m` times longer."""
+  `soup.m` candidates a phase, or (`stretched`, gmp_mx) one model `soup.m` times longer;
+  `prunes`: as `check`'s."""
   m_of = (lambda config: 1) if stretched else (lambda config: config.soup.m)
   factor_of = (lambda config: config.soup.m) if stretched else (lambda config: 1)
   return {"check": lambda config, start_sparsity=None: check(config, start_sparsity,
-                                                              m=m_of(config)),
+                                                              m=m_of(config), prunes=prunes),
           "planned_epochs": lambda config: planned_epochs(config, m=m_of(config),
                                                           length_factor=factor_of(config))}
 
 
 def check(config: ml_collections.ConfigDict, start_sparsity: float | None = None, *,
-          m: int) -> str | None:
-  """GMP's checks, one mask update per phase at distinct epochs before the end, and (m > 1)
-  candidates whose length is not varied (the schedule fixes it)."""
+          m: int, prunes: bool = True) -> str | None:
+  """GMP's checks (unless not `prunes`: phases that keep the start's sparsity, as sms_rigl's,
+  need no goal above it), one mask update per phase at distinct epochs before the end, and
+  (m > 1) candidates whose length is not varied (the schedule fixes it)."""
   gradual, epochs, name = config.gradual, config.train.epochs, config.strategy
-  error = gmp.check_config(config, start_sparsity)
+  error = gmp.check_config(config, start_sparsity) if prunes else None
   if error:
     return error
   if gradual.end_epoch >= epochs:

@@ -80,9 +80,7 @@ class PhaseRunner:
                            selector=self.config.prune.selector,
                            key=jax.random.fold_in(self.prune_key, plan.phase))
     params = sparsity.apply_masks(current.params, masks)
-    removed, before = (np.sqrt(sum(map(float, sums)))
-                       for sums in _squared_norms(current.params, params))
-    return masks, params, removed / max(before, 1e-12)
+    return masks, params, relative_norm_drop(current.params, params)
 
   def peak_scales(self, current: Model, plan: PhasePlan, norm_drop: float) -> list[float]:
     """Each candidate's factor on its peak learning rate: ALLR's for this phase (its lower
@@ -197,6 +195,13 @@ class PhaseRunner:
     """Validation metrics of each candidate, as lists over the candidate axis."""
     per_candidate = [self.evaluator.evaluate(s, "val") for s in engine.unstack(stacked)]
     return {k: [r[k] for r in per_candidate] for k in per_candidate[0]}
+
+
+def relative_norm_drop(before: Any, after: Any) -> float:
+  """The L2 norm of `before - after` over that of `before`, over all leaves of the two
+  parameter trees (same structure, no candidate axis): what pruning removed, relative."""
+  removed, total = (np.sqrt(sum(map(float, sums))) for sums in _squared_norms(before, after))
+  return removed / max(total, 1e-12)
 
 
 @jax.jit

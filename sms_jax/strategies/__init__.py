@@ -6,6 +6,8 @@
   sms_gmp, gmp_mx  SMS between the mask updates of gradual magnitude pruning, and one model
                    trained soup.m times longer there: its equal compute (`sms_gmp`)
   sms_dpf          SMS between the mask updates of dynamic pruning with feedback (`sms_dpf`)
+  sms_rigl,        SMS between RigL's / GraNet's drop-and-regrow updates at the phase starts
+  sms_granet       (`sms_rigl`)
   bimp, sms_bimp   budgeted IMP: a shortened dense run, ALLR phases, the same total epochs;
                    with soups (`bimp`)
   imp_avg_reprune  m lineages per phase with different masks, averaged, re-pruned,
@@ -16,7 +18,8 @@
 """
 
 from sms_jax.strategies import (  # Register.
-    bimp, dense, edge_popup, imp_avg_reprune, prune_retrain, sms_dpf, sms_gmp, sparse_training)
+    bimp, dense, edge_popup, imp_avg_reprune, prune_retrain, sms_dpf, sms_gmp, sms_rigl,
+    sparse_training)
 from sms_jax.strategies.registry import STRATEGIES, Strategy, candidates_per_phase, register
 
 __all__ = ["STRATEGIES", "Strategy", "candidates_per_phase", "register"]
