@@ -166,7 +166,7 @@ def test_random_start_experiments_are_valid_for_every_method_and_start():
   for method in experiments.METHODS:
     for start in experiments.STARTS:
       arg = f"{method},{start}"
-      if start == "dense" and method in ("rigl", "edge_popup"):
+      if start == "dense" and method in ("rigl", "sms_rigl", "edge_popup"):
         with pytest.raises(ValueError, match=f"unknown config argument '{arg}'"):
           experiments.get_config(arg)
         continue
@@ -178,6 +178,8 @@ def test_random_start_experiments_are_valid_for_every_method_and_start():
       assert (sparse_start == "none") == (start == "dense"), arg
       if method not in ("edge_popup", "static"):
         assert config.prune.goal_sparsity == 0.95 or config.init_mask.density == 0.05, arg
+      if method.startswith("sms_"):
+        assert config.strategy == method and config.soup.m > 1, arg
 
 
 def test_random_start_cifar_experiments_are_valid_and_carry_their_choices():
@@ -190,7 +192,7 @@ def test_random_start_cifar_experiments_are_valid_and_carry_their_choices():
     for start in ("dense", "er", "pyramidal"):
       arg = f"cifar100,vgg16,{method},{start}"
       if start == "dense" and method in _random_start.NO_DENSE_START:
-        with pytest.raises(ValueError, match="not dense for rigl or edge_popup"):
+        with pytest.raises(ValueError, match="not dense for rigl, sms_rigl, edge_popup"):
           experiments.get_config(arg)
         continue
       config = experiments.get_config(arg)
@@ -200,7 +202,8 @@ def test_random_start_cifar_experiments_are_valid_and_carry_their_choices():
       init = config.init_mask
       sparse_start = init.within if method in ("snip", "synflow") else init.distribution
       assert (sparse_start == "none") == (start == "dense"), arg
-      density = {"rigl": 0.01, "edge_popup": 0.5, "snip": 0.01, "synflow": 0.01}.get(method, 0.3)
+      density = {"rigl": 0.01, "sms_rigl": 0.01, "edge_popup": 0.5, "snip": 0.01,
+                 "synflow": 0.01}.get(method, 0.3)
       assert init.density == pytest.approx(density), arg
       assert config.prune.goal_sparsity == 0.99
   defaults = experiments.get_config("")

@@ -6,8 +6,8 @@ mask each method gets (configs/random_start_mnist1d.py, configs/random_start_cif
   sms, imp, lth  pretraining (and the phases) inside a random mask at density 0.3, or dense
   snip, synflow  scored at initialisation to the goal density: the whole network, or only
                  inside a random mask at 0.3 (`init_mask.within`)
-  rigl         a random mask at the goal density of that distribution (no dense start)
-  granet       gradual pruning to the goal from dense, or from a random mask at 0.3
+  rigl, sms_rigl  a random mask at the goal density of that distribution (no dense start)
+  granet, sms_granet  gradual pruning to the goal from dense, or from a random mask at 0.3
   edge_popup   subnetworks of frozen random weights at the distribution's layer densities
                (no dense start; its density is its config's)
   static       training inside a random mask at 0.3 (dense: dense training)
@@ -17,10 +17,11 @@ from typing import Sequence
 
 from sms_jax.configs import default
 
-METHODS = ("sms", "imp", "lth", "snip", "synflow", "rigl", "granet", "edge_popup", "static")
+METHODS = ("sms", "imp", "lth", "snip", "synflow", "rigl", "granet", "sms_rigl", "sms_granet",
+           "edge_popup", "static")
 STARTS = ("dense", "uniform", "er", "erk", "balanced", "pyramidal")
 START_DENSITY = 0.3
-NO_DENSE_START = ("rigl", "edge_popup")
+NO_DENSE_START = ("rigl", "sms_rigl", "edge_popup")
 
 
 def parse(arg: str, choices: Sequence[tuple[str, Sequence[str], str]] = ()
@@ -48,7 +49,7 @@ def parse(arg: str, choices: Sequence[tuple[str, Sequence[str], str]] = ()
   method, start = chosen[-2:]
   allowed = ",".join(name for name, _, _ in groups) + "[,quick] with " + "; ".join(
       f"{name} one of {', '.join(values)}" for name, values, _ in groups) + (
-      f" (not dense for {' or '.join(NO_DENSE_START)})")
+      f" (not dense for {', '.join(NO_DENSE_START)})")
   default.check_config_arg(arg, allowed, known and all(len(found) <= 1 for found in picked)
                            and not (start == "dense" and method in NO_DENSE_START))
   return chosen[:-2], method, start, quick
@@ -63,7 +64,7 @@ def set_start(config, method: str, start: str, goal_sparsity: float) -> None:
     init.method, init.distribution, init.density = method, "global", 1.0 - goal_sparsity
     if start != "dense":
       init.within, init.within_density = start, START_DENSITY
-  elif method == "rigl":
+  elif method in ("rigl", "sms_rigl"):
     init.distribution, init.density = start, 1.0 - goal_sparsity
   elif method == "edge_popup":
     init.distribution = start

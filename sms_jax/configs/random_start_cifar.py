@@ -19,6 +19,8 @@ weight decay 5e-4, batch 128, 160 epochs, cosine schedule. Per method:
                (RigL's CIFAR interval), alpha 0.3 falling along a cosine to 0 at 3/4 of the run
   granet       gradual magnitude pruning from epoch 0 to 120 (3/4 of the run) along the
                cubic schedule, with RigL's regrowth, every 100 steps (project's choice)
+  sms_rigl, sms_granet  their soups: the updates at 4 phase starts (epochs 30, 60, 90, 120),
+               soup.m candidates between them
   edge_popup   scores of frozen signed-constant weights at the distribution's layer densities
                of global density 0.5, 160 epochs at learning rate 0.1 (project's choice)
   static       160 epochs inside the 0.3 mask (dense start: dense training)
@@ -60,13 +62,17 @@ def get_config(arg: str = ""):
     if not quick:
       config.prune.n_phases = lth_levels(
           1.0 if start == "dense" else random_start.START_DENSITY, 1.0 - GOAL_SPARSITY)
-  elif method in ("rigl", "granet"):
+  elif method in ("rigl", "granet", "sms_rigl", "sms_granet"):
     config.rigl.update_every = 100
     config.rigl.drop_fraction = 0.3
     config.rigl.end_fraction = 0.75
     config.gradual.start_epoch = 0
     config.gradual.end_epoch = max(1, round(0.75 * epochs))
     config.gradual.update_every = 100
+    if method.startswith("sms_"):  # Regrowth at 4 phase starts, soups in between.
+      config.prune.n_phases = 4
+      if quick:  # 2 phases from epochs 1 and 2 of 3.
+        config.prune.n_phases, config.train.epochs, config.gradual.end_epoch = 2, 3, 2
   elif method == "edge_popup":
     config.edge_popup.init = "signed_constant"
     config.init_mask.density = 0.5

@@ -13,6 +13,8 @@ builds that run for the 1-D CNN of configs/mnist1d.py, every method ending at 95
   rigl        configs/rigl_mnist1d.py: drop and regrow at fixed density, so its random start
               mask has the final density 0.05 (no dense start: GraNet is RigL's dense start)
   granet      gmp's schedule with RigL's regrowth to 0.95    from dense | from 0.3
+  sms_rigl, sms_granet  their soups (configs/rigl_mnist1d.py:sms, :granet,sms): the updates
+              at 4 phase starts, soup.m = 4 candidates between them; starts as rigl, granet
   edge_popup  configs/edge_popup_mnist1d.py (frozen random weights, trained scores) at the
               distribution's layer densities of density 0.5 (no dense start)
   static      train inside the start mask only (strategy dense: static sparse training at
@@ -40,9 +42,10 @@ def get_config(arg: str = ""):
     config = lth_mnist1d.get_config(quick_arg)
     if not quick:
       config.prune.n_phases = 8 if start != "dense" else 13  # About 80% kept per level.
-  elif method in ("rigl", "granet"):
-    config = rigl_mnist1d.get_config(",".join(filter(None, [quick_arg, "granet" * (
-        method == "granet")])))
+  elif method in ("rigl", "granet", "sms_rigl", "sms_granet"):
+    config = rigl_mnist1d.get_config(",".join(
+        [quick_arg] * quick + ["granet"] * method.endswith("granet")
+        + ["sms"] * method.startswith("sms_")))
   elif method == "edge_popup":
     config = edge_popup_mnist1d.get_config(quick_arg)
   else:
