@@ -163,6 +163,7 @@ def rules() -> dict[str, Rule]:
                        "an integer in 0..5 (0: no OOD evaluation) or 'all' (the mean over 1..5)"),
       "ood.corruptions": (corruptions.selection_ok, corruptions.allowed_text(images=True)),
       "checkpoint.every_epochs": _count(1, MAX_EPOCHS),
+      "checkpoint.min_interval_s": _non_negative(),
       "checkpoint.keep": _positive(),
   }
 

@@ -200,5 +200,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 1
+  # A save due by every_epochs is skipped if the last save (or the start of the stage) was
+  # less than this many seconds ago; the last epoch of a stage is always saved. A kill loses
+  # at most about this much training; resumed results are the same either way.
+  config.checkpoint.min_interval_s = 0.0
   config.checkpoint.keep = 2
   return config

@@ -18,7 +18,8 @@ from sms_jax import config as config_lib
 from sms_jax import config_files, report, strategies
 from sms_jax.strategies import sms_gmp
 
-QUICK = ["--config.dataset.num_train=512", "--config.checkpoint.every_epochs=1"]
+QUICK = ["--config.dataset.num_train=512", "--config.checkpoint.every_epochs=1",
+         "--config.checkpoint.min_interval_s=0"]
 
 
 def _env(**extra) -> dict[str, str]:

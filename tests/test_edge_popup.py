@@ -68,6 +68,7 @@ def _config():
   config.init_mask.distribution = "erk"
   config.init_mask.density = 0.5
   config.checkpoint.every_epochs = 1
+  config.checkpoint.min_interval_s = 0.0
   return config
 
 

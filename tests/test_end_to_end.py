@@ -15,7 +15,8 @@ from sms_jax.training import loop
 TINY_FLAGS = ["--config.dataset.num_train=256", "--config.train.epochs=3",
               "--config.train.batch_size=64", "--config.train.eval_batch_size=256",
               "--config.prune.n_phases=2", "--config.retrain.epochs_per_phase=3",
-              "--config.soup.m=2", "--config.checkpoint.every_epochs=1"]
+              "--config.soup.m=2", "--config.checkpoint.every_epochs=1",
+              "--config.checkpoint.min_interval_s=0"]
 
 
 def _without_times(history):

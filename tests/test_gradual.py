@@ -38,6 +38,7 @@ def _gmp_config():
   config.gradual.end_epoch = 4
   config.gradual.update_every = 5
   config.checkpoint.every_epochs = 1
+  config.checkpoint.min_interval_s = 0.0
   return config
 
 

@@ -51,6 +51,32 @@ def test_a_state_that_blew_up_on_an_epochs_last_step_is_not_saved(tmp_path):
   np.testing.assert_array_equal(state["w"], 3.0)
 
 
+@pytest.mark.parametrize("every_epochs, min_interval_s, saved", [
+    (1, 0.0, [1, 2, 3, 4, 5, 6, 7]),
+    (1, 10.0, [3, 6, 7]),  # 4 s an epoch: due once 10 s passed since the last save.
+    (2, 10.0, [4, 7]),  # Epochs 2 and 6 are due by count but come too soon.
+    (1, 1e9, [7]),  # The last epoch is always saved.
+])
+def test_saves_come_every_epochs_but_not_sooner_than_min_interval(
+    tmp_path, monkeypatch, every_epochs, min_interval_s, saved):
+  clock = [100.0]
+  monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+
+  def four_seconds(state, epoch):
+    del epoch
+    clock[0] += 4.0
+    return {"w": state["w"] + 1.0}, {"loss": np.ones(2), "accuracy": np.zeros(2)}
+
+  written = []
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "ck"), keep=10, identity="run")
+  monkeypatch.setattr(ckpt, "save", lambda step, state, meta: written.append(step))
+  loop.fit({"w": jnp.zeros(3)}, four_seconds, epochs=7, evaluate=lambda s: {},
+           checkpointer=ckpt, every_epochs=every_epochs, eval_every_epochs=1, images_per_epoch=1,
+           min_interval_s=min_interval_s, log=lambda line: None)
+  ckpt.close()
+  assert written == saved
+
+
 def test_a_non_finite_candidate_is_named_with_its_hyperparameters(tmp_path):
   candidates = (plan.Candidate(0, 5e-4, 0.5, 3), plan.Candidate(0, 5e-4, 1.5, 3))
   names = plan.candidate_names(candidates)
@@ -169,7 +195,7 @@ def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path, capsys):
   workdir = tmp_path / "run"
   flags = ["--config=configs/mnist1d.py:quick", f"--workdir={workdir}",
            "--config.strategy=dense", "--config.train.epochs=3",
-           "--config.checkpoint.every_epochs=1"]
+           "--config.checkpoint.every_epochs=1", "--config.checkpoint.min_interval_s=0"]
   proc = subprocess.run([sys.executable, "-c", _FULL_DISK_DRIVER, *flags], cwd=ROOT, env=_ENV,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 3, proc.stderr
@@ -182,7 +208,8 @@ def test_cli_full_disk_is_one_line_exit_3_and_resumes(tmp_path, capsys):
   assert not os.path.exists(workdir / "results.json")
   config = mnist1d.get_config("quick")  # The same run, resumed here (and so the same identity).
   config.update_from_flattened_dict({"strategy": "dense", "train.epochs": 3,
-                                     "checkpoint.every_epochs": 1})
+                                     "checkpoint.every_epochs": 1,
+                                     "checkpoint.min_interval_s": 0.0})
   capsys.readouterr()
   results = experiment.run(config, str(workdir))
   assert "resumed from checkpoint at epoch 1" in capsys.readouterr().out

@@ -29,6 +29,7 @@ def _sms_config():
   config.soup.vary = "seed,weight_decay"
   config.soup.method = "greedy"
   config.checkpoint.every_epochs = 1
+  config.checkpoint.min_interval_s = 0.0
   return config
 
 

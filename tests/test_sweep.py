@@ -25,6 +25,7 @@ def get_config(arg=""):
   config.retrain.epochs_per_phase = 1
   config.soup.m = 2
   config.checkpoint.every_epochs = 1
+  config.checkpoint.min_interval_s = 0.0
   config.gradual.start_epoch = 0
   config.gradual.end_epoch = 1
   config.ood.severity = 0

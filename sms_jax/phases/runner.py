@@ -156,6 +156,7 @@ class PhaseRunner:
       stacked, history, elapsed = loop.fit(
           stacked, run_epoch, epochs=plan.epochs, evaluate=self.evaluate_candidates,
           checkpointer=checkpointer, every_epochs=config.checkpoint.every_epochs,
+          min_interval_s=config.checkpoint.min_interval_s,
           eval_every_epochs=config.train.eval_every_epochs,
           images_per_epoch=self.m * self.steps_per_epoch * config.train.batch_size,
           scalars=self.scalars, scalar_prefix=f"phase{plan.phase}/",

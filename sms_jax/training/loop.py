@@ -88,6 +88,7 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
         describe_state: Callable[[TrainState], dict[str, Any]] = lambda state: {},
         candidate_names: list[str] | None = None, stage: int = 0,
         after_epoch: Callable[[int, TrainState], None] | None = None,
+        min_interval_s: float = 0.0,
         log: Callable[[str], None] = report.log) -> tuple[TrainState, list[dict[str, Any]], float]:
   """Trains `state` for `epochs` epochs of `run_epoch`, resuming from `checkpointer` if it can.
 
@@ -96,8 +97,9 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
   validation metrics (`evaluate(state)`: floats, or lists per stacked candidate) are
   recorded every `eval_every_epochs` epochs and after the last; `describe_state(state)` adds
   entries to every record (e.g. the learning rate). A checkpoint is written every
-  `every_epochs` epochs and after the last; its metadata holds the history and the elapsed
-  training time. TensorBoard scalars go to `scalar_prefix + name` at step
+  `every_epochs` epochs, unless the last one written here (or this call's start) is less than
+  `min_interval_s` seconds old, and always after the last epoch; its metadata holds the
+  history and the elapsed training time. TensorBoard scalars go to `scalar_prefix + name` at step
   `scalar_offset + epoch`. A stacked state's `candidate_names` (e.g. 'candidate 2
   (learning_rate=4)') name the candidates in errors. Each epoch's line shows the progress and
   ETA of the whole run (`report.run_progress()`, of which this is stage `stage`: 0 for
@@ -126,6 +128,7 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
     return state, history, elapsed_before
 
   begin, saved_epoch = time.perf_counter(), start_epoch or None
+  saved_at = begin
   for epoch in range(start_epoch, epochs):
     tic = time.perf_counter()
     state, step_metrics = run_epoch(state, epoch)
@@ -147,7 +150,8 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
                     {scalar_prefix + k: v for k, v in record.items() if k != "epoch"})
     if after_epoch is not None:
       after_epoch(epoch + 1, state)
-    if (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
+    due = (epoch + 1) % every_epochs == 0 and time.perf_counter() - saved_at >= min_interval_s
+    if due or epoch + 1 == epochs:
       elapsed = elapsed_before + time.perf_counter() - begin
       try:
         with report.interrupts_deferred():  # A Ctrl-C lets the checkpoint complete first.
@@ -157,5 +161,5 @@ def fit(state: TrainState, run_epoch: EpochFn, *, epochs: int,
                  if candidate_names else "")
         raise _non_finite_error(f"the state{where} became non-finite in epoch {epoch + 1} "
                                 f"({error})", checkpointer, saved_epoch) from error
-      saved_epoch = epoch + 1
+      saved_epoch, saved_at = epoch + 1, time.perf_counter()
   return state, history, elapsed_before + time.perf_counter() - begin
