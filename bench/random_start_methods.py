@@ -8,8 +8,8 @@ Every run is `python -m sms_jax.main --config=configs/random_start_mnist1d.py:ME
 workdir W = /tmp/random_start_methods/<method>_<start>_s<seed> (nothing shared between runs);
 one line per finished run goes to /tmp/random_start_methods/records.jsonl, and `run` skips the
 runs already recorded. Runs go seed by seed, so an interrupted study has whole seeds.
-The starts are dense, balanced and pyramidal at density 0.3 (RigL and Edge-Popup have no dense
-start: RigL keeps its start density, Edge-Popup never trains weights).
+The starts are dense, balanced and pyramidal at density 0.3 (RigL, its soup sms_rigl and
+Edge-Popup have no dense start: RigL keeps its start density, Edge-Popup never trains weights).
 """
 
 import argparse
@@ -27,9 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP = "/tmp/random_start_methods"
 RECORDS = os.path.join(TMP, "records.jsonl")
 MD = os.path.join(ROOT, "bench", "random_start_methods.md")
-METHODS = ("lth", "snip", "synflow", "granet", "rigl", "edge_popup")
+METHODS = ("lth", "snip", "synflow", "granet", "rigl", "edge_popup", "sms_granet", "sms_rigl")
 STARTS = ("dense", "balanced", "pyramidal")
-NO_DENSE_START = ("rigl", "edge_popup")
+NO_DENSE_START = ("rigl", "sms_rigl", "edge_popup")
 
 
 def grid(seeds: list[int]) -> list[tuple[str, str, int]]:
