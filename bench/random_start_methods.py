@@ -120,6 +120,16 @@ def table() -> str:
                  f" | {min(sparsities):.4f}/{max(sparsities):.4f} | "
                  f"{statistics.fmean(r['wall_s'] for r in rows):.0f} | "
                  f"{len({r['seed'] for r in rows})} |")
+  pairs = ["| a − b (points, paired by seed) | " + " | ".join(f"from {s}" for s in STARTS) + " |",
+           "|---" * (len(STARTS) + 1) + "|"]
+  for a, b in (("sms_granet", "granet"), ("sms_rigl", "rigl")):
+    cells = []
+    for start in STARTS:
+      paired = [by_key[a, start, s]["test_accuracy"] - by_key[b, start, s]["test_accuracy"]
+                for s in seeds if (a, start, s) in by_key and (b, start, s) in by_key]
+      cells.append(f"{mean_se(paired)} ({sum(d > 0 for d in paired)}/{len(paired)} ahead)"
+                   if paired else "-")
+    pairs.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
   commits = sorted({r["commit"] for r in records})
   return "\n".join([
       "# Each method started dense and from random masks at density 0.3 (MNIST-1D)", "",
@@ -128,6 +138,7 @@ def table() -> str:
       f"Seeds: {', '.join(map(str, seeds))}.", "",
       "Final test accuracy in % (mean ± standard error over seeds); the differences are "
       "paired by seed, in points.", "", *lines, "",
+      "The soups against their methods:", "", *pairs, "",
       "## Runs", "",
       *(f"- `{r['command']}` -> test {r['test_accuracy']:.4f}, sparsity {r['sparsity']:.5f}, "
         f"{r['wall_s']:.0f} s" for r in records), ""])
