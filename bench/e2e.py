@@ -1,7 +1,7 @@
 """The README's main job against a plain PyTorch script of the same job, end to end (issue 17).
 
 Usage: python bench/e2e.py --torch-python /path/to/torch-venv/bin/python [--rounds 3]
-                           [--json out.json]
+                           [--peer ../shared/peers/torch_sms_mnist1d.py] [--json out.json]
 
 Runs, alternating, `python -m sms_jax.main --config=configs/mnist1d.py --workdir=<fresh>`
 (checkpoints, evaluation, OOD sets and plots on, as users run it) and the peer
@@ -50,6 +50,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--torch-python", required=True, help="python of a venv with torch")
+  parser.add_argument("--peer", default=PEER, help="the PyTorch script (default: %(default)s)")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--json", default="")
   args = parser.parse_args()
@@ -59,7 +60,7 @@ def main() -> None:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   ours = lambda k: [sys.executable, "-m", "sms_jax.main", "--config=configs/mnist1d.py",
                     f"--workdir={os.path.join(scratch, f'run{k}')}"]
-  peer = [args.torch_python, PEER, npz]
+  peer = [args.torch_python, args.peer, npz]
   timed(ours("warm"), env)
   timed(peer, env)
   rows = {"sms_jax": [], "pytorch": []}
