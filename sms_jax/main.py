@@ -221,8 +221,8 @@ def _enable_compilation_cache() -> None:
 
   A resumed or repeated run then skips compilation (on CPU, cnn1d's epoch: 5 s -> 0.7 s). JAX
   caches only programs that took a second or more by default; the embedded default compiles
-  about 150 quicker ones, and caching them too cuts a repeated run's CPU time by about a third
-  (2-core CPU, bench/RESULTS.md).
+  about 150 quicker ones (repeated runs on a loaded 2-core CPU: 27 CPU s against 40; on an
+  idle one within the noise, bench/RESULTS.md).
   """
   import jax  # pylint: disable=g-import-not-at-top
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

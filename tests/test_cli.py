@@ -270,8 +270,8 @@ def test_installed_package_runs_a_shipped_config_from_anywhere(tmp_path):
 
 def test_the_command_caches_every_compiled_program_unless_told_otherwise(monkeypatch, tmp_path):
   """JAX caches only programs that took a second to compile; the command caches all (the
-  embedded default's ~150 quick ones are a third of a repeated run's CPU time), unless the
-  environment sets the cache's directory or threshold itself."""
+  embedded default compiles ~150 quick ones), unless the environment sets the cache's
+  directory or threshold itself."""
   from sms_jax import main  # pylint: disable=g-import-not-at-top
   saved = {name: getattr(jax.config, name) for name in (
       "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
