@@ -38,21 +38,21 @@ class Source(NamedTuple):
 def _mnist1d(data_dir: str) -> RawSplits:
   """MNIST-1D, generated locally: 4000 train / 1000 test signals `[40, 1]`, 10 classes.
 
-  Generated once per version of the `mnist1d` package and its arguments, then read from the
-  disk cache (`sms_jax.data.cache`).
+  Generated once per version of the `mnist1d` package (with its default arguments), then read
+  from the disk cache (`sms_jax.data.cache`) without importing the package (1.5 s).
   """
   del data_dir
-  from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
-  args = get_dataset_args()
 
   def make():
-    data = make_dataset(args)
+    from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
+    data = make_dataset(get_dataset_args())
     return {"x": np.asarray(data["x"], np.float32)[..., None],
             "y": np.asarray(data["y"], np.int32),
             "x_test": np.asarray(data["x_test"], np.float32)[..., None],
             "y_test": np.asarray(data["y_test"], np.int32)}
 
-  arrays = cache.cached("mnist1d", {**vars(args), "version": metadata.version("mnist1d")}, make)
+  arrays = cache.cached("mnist1d", {"arguments": "get_dataset_args()",
+                                    "version": metadata.version("mnist1d")}, make)
   return Split(arrays["x"], arrays["y"]), Split(arrays["x_test"], arrays["y_test"]), 10
 
 
