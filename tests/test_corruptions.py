@@ -353,6 +353,39 @@ def test_signal_ood_sets_keep_their_analogues():
   assert corruptions.ood_sets(dataset, 0, KEY) == {}
 
 
+def test_signal_ood_sets_are_cached_by_all_they_depend_on(tmp_path, monkeypatch):
+  """The second call reads the sets (the corruptions are not run again); another key, another
+  test set or changed corruption code generates them anew."""
+  monkeypatch.setenv("SMS_JAX_CACHE_DIR", str(tmp_path))
+  x = np.random.default_rng(1).normal(size=(8, 40, 1)).astype(np.float32)
+  dataset = lambda x: Dataset("signals", Split(x, np.zeros(8, np.int32)),
+                              Split(x, np.zeros(8, np.int32)),
+                              Split(x, np.zeros(8, np.int32)), 10, "none")
+  first = corruptions.ood_sets(dataset(x), 2, KEY, "gaussian_noise,contrast")
+  assert len(list(tmp_path.iterdir())) == 1
+  real_corrupt, calls = signal_corruptions.corrupt, []
+
+  def counted(*args):
+    calls.append(args[2])
+    return real_corrupt(*args)
+
+  monkeypatch.setattr(signal_corruptions, "corrupt", counted)
+  again = corruptions.ood_sets(dataset(x), 2, KEY, "gaussian_noise,contrast")
+  assert calls == [] and list(again) == ["gaussian_noise", "contrast"]
+  for name in first:
+    np.testing.assert_array_equal(again[name].x, first[name].x)
+  other_key = corruptions.ood_sets(dataset(x), 2, jax.random.key(7), "gaussian_noise")
+  assert calls == ["gaussian_noise"]
+  assert not np.array_equal(other_key["gaussian_noise"].x, first["gaussian_noise"].x)
+  corruptions.ood_sets(dataset(x + 1.0), 2, KEY, "gaussian_noise")
+  assert calls == ["gaussian_noise"] * 2
+  edited = tmp_path / "edited_signal_corruptions.py"
+  edited.write_text(open(signal_corruptions.__file__).read() + "\n# edited\n")
+  monkeypatch.setattr(signal_corruptions, "__file__", str(edited))
+  corruptions.ood_sets(dataset(x), 2, KEY, "gaussian_noise,contrast")
+  assert calls == ["gaussian_noise"] * 3 + ["contrast"]
+
+
 def test_selection():
   assert corruptions.selection("default", True) == corruptions.CORRUPTIONS
   assert corruptions.selection("all", True) == ic.CORRUPTIONS

@@ -21,13 +21,14 @@ report. The sets' names, the keys of a phase record's `ood`, are the corruptions
 index in its module's CORRUPTIONS) draws from `fold_in(key, i)` at every severity.
 """
 
+import hashlib
 import importlib.util
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sms_jax.data import image_corruptions, signal_corruptions
+from sms_jax.data import cache, image_corruptions, signal_corruptions
 from sms_jax.data.arrays import Split, standardize, standardize_with
 from sms_jax.data.dataset import Dataset
 
@@ -163,9 +164,27 @@ def ood_sets(dataset: Dataset, severity: int | str, key: jax.Array,
     index = signal_corruptions.CORRUPTIONS.index
     make = lambda name, s: signal_corruptions.corrupt(
         jax.random.fold_in(key, index(name)), jnp.asarray(test.x), name, s)
-  generated = {name: np.concatenate([np.asarray(make(name, s)) for s in severities])
-               for name in names}
-  return {name: Split(np.asarray(x), labels) for name, x in generated.items()}
+  generate = lambda: {name: np.concatenate([np.asarray(make(name, s)) for s in severities])
+                      for name in names}
+  generated = generate() if images else _cached_signal_sets(test.x, names, severities, key,
+                                                             generate)
+  return {name: Split(np.asarray(generated[name]), labels) for name in names}
+
+
+def _cached_signal_sets(test_x: np.ndarray, names: tuple[str, ...], severities: list[int],
+                        key: jax.Array, generate) -> dict[str, np.ndarray]:
+  """`generate()`'s corrupted 1-D test sets, kept in the data cache (`sms_jax.data.cache`) by
+  everything they depend on: the test signals, names, severities, key, the corruptions' code
+  and the JAX version (about 1 s of every run of the embedded default; 1 MB).  Image sets are
+  not cached: hundreds of MB each, and generated in a small part of a run's time."""
+  with open(signal_corruptions.__file__, "rb") as f:
+    code = hashlib.sha256(f.read()).hexdigest()
+  key_data = jax.random.key_data(key) if jax.dtypes.issubdtype(
+      key.dtype, jax.dtypes.prng_key) else key
+  return cache.cached("ood_signals", {
+      "test": cache.checksum({"x": test_x}), "names": list(names),
+      "severities": [int(s) for s in severities], "key": np.asarray(key_data).tolist(),
+      "code": code, "jax": jax.__version__}, generate)
 
 
 def tfds_cifar10_corrupted(data_dir: str | None, reference_x: np.ndarray,
