@@ -41,7 +41,6 @@ def test_tiny_run_writes_results(tiny_config, tmp_path):
 def test_interrupted_run_resumes_to_identical_results(tiny_config, tmp_path, die_after_save,
                                                       capsys):
   tiny_config.train.epochs = 4
-  tiny_config.checkpoint.min_interval_s = 0.0
   reference = experiment.run(tiny_config, str(tmp_path / "uninterrupted"))
 
   die_after_save(lambda directory, step: step == 2)

@@ -17,7 +17,6 @@ def _lth_config(rewind="epoch:1"):
   """IMP on 512 examples: 3 dense epochs, 2 levels to 75% sparsity, each 2 epochs of the
   whole pretraining schedule, rewound to `rewind`; every pretraining epoch kept."""
   config = make_tiny_config()
-  config.checkpoint.min_interval_s = 0.0
   config.strategy = "imp"
   config.prune.goal_sparsity = 0.75
   config.prune.n_phases = 2

@@ -121,7 +121,6 @@ def test_granet_follows_the_cubic_schedule_to_exactly_the_goal_and_regrows():
 
 def _rigl_config():
   config = make_tiny_config()
-  config.checkpoint.min_interval_s = 0.0  # Every epoch saved: its masks are checked.
   config.strategy = "rigl"
   config.init_mask.update(distribution="erk", density=0.2)
   config.rigl.update_every = 3  # 7 steps an epoch: updates at 3, 6, ..., 15 (end 15.75).

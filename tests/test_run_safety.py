@@ -149,7 +149,6 @@ def test_checkpoints_only_resume_the_run_that_wrote_them(tiny_config, tmp_path, 
   """Without config.json a workdir's checkpoints still know their run: another seed is
   refused, and the same config resumes; a damaged config.json says how to recover."""
   tiny_config.train.epochs = 2
-  tiny_config.checkpoint.min_interval_s = 0.0
   reference = experiment.run(tiny_config, str(tmp_path))
   os.remove(tmp_path / "config.json")
   os.remove(tmp_path / "results.json")
