@@ -31,7 +31,7 @@ smoke test (tiny model, 2 epochs, 2 phases).
 import math
 
 from sms_jax.configs import _random_start as random_start
-from sms_jax.configs import random_start_cifar10
+from sms_jax.configs import lth_cifar10, random_start_cifar10
 
 DATASETS = ("cifar10", "cifar100")
 MODELS = ("resnet18", "vgg16")
@@ -49,16 +49,14 @@ def get_config(arg: str = ""):
   """The random-pruning paper's run (see the module docstring); `arg`
   'DATASET,MODEL,METHOD,START[,quick]', each part optional."""
   (dataset, model), method, start, quick = random_start.parse(arg, _CHOICES)
-  config = random_start_cifar10.get_config("quick" if quick else "")
+  base = lth_cifar10 if method == "lth" else random_start_cifar10
+  config = base.get_config("quick" if quick else "")
   config.dataset.name = dataset
   config.model.name = model
   config.strategy = {"lth": "imp", "snip": "dense", "synflow": "dense",
                      "static": "dense"}.get(method, method)
   epochs = config.train.epochs
   if method == "lth":
-    config.prune.selector = "global"
-    config.retrain.schedule, config.retrain.rewind = "full", "init"
-    config.retrain.epochs_per_phase = 1 if quick else 150
     if not quick:
       config.prune.n_phases = lth_levels(
           1.0 if start == "dense" else random_start.START_DENSITY, 1.0 - GOAL_SPARSITY)
